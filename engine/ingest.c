@@ -1,0 +1,433 @@
+/* ingest.c - the accept pipeline (see ingest.h). */
+#include "engine/ingest.h"
+
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "node/errors.h"
+#include "node/log.h"
+
+#define MAX_INFLIGHT 20000
+#define MAX_INFLIGHT_BYTES ((size_t)2 << 30)
+#define MAX_VOTERS 16
+
+struct ingest {
+    uv_loop_t *loop;
+    const struct sr_config *cfg;
+    struct body_store *bodies;
+    struct rnode *rn;
+    struct rpc *rpc;
+    struct code_gen codes;
+    uv_timer_t sweep;
+    struct ingest_job *jobs; /* doubly linked, for the deadline sweep */
+    unsigned inflight;
+    size_t inflight_bytes;
+};
+
+/* Owned by struct ingest from submit until `refs` drops to zero. */
+struct ingest_job {
+    struct ingest_job *next, *prev;
+    struct ingest *in;
+    char code[CODE_MAX];
+    char *customer, *mail_from, *helo, *client_addr;
+    char **rcpts;
+    unsigned n_rcpts;
+    uint8_t *body;
+    size_t len;
+    uint8_t digest[SHA256_DIGEST_LENGTH];
+    uint64_t accepted_ms;
+    uint64_t start; /* uv_now */
+    uint64_t deadline;
+    uint64_t holders[MAX_VOTERS];
+    unsigned n_holders, need;
+    unsigned refs;   /* outstanding puts/RPCs/proposal + the client */
+    int proposed;
+    int answered;
+    ingest_cb cb;
+    void *ud;
+};
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void job_unref(struct ingest_job *j)
+{
+    if (--j->refs > 0)
+        return;
+    struct ingest *in = j->in;
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        in->jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    in->inflight--;
+    in->inflight_bytes -= j->len;
+    for (unsigned i = 0; i < j->n_rcpts; i++)
+        free(j->rcpts[i]);
+    free(j->rcpts);
+    free(j->customer);
+    free(j->mail_from);
+    free(j->helo);
+    free(j->client_addr);
+    free(j->body);
+    free(j);
+}
+
+static void answer(struct ingest_job *j, int status)
+{
+    if (j->answered)
+        return;
+    j->answered = 1;
+    double delay = (double)(uv_now(j->in->loop) - j->start) / 1000.0;
+    if (status == 0)
+        LOG_INFO("code=%s event=accepted from=<%s> nrcpt=%u size=%zu "
+                 "holders=%u delay=%.3f",
+                 j->code, j->mail_from, j->n_rcpts, j->len, j->n_holders,
+                 delay);
+    else
+        LOG_WARN("code=%s event=not_accepted error=%s holders=%u/%u "
+                 "delay=%.3f",
+                 j->code, sr_strerror(status), j->n_holders, j->need, delay);
+    if (j->cb)
+        j->cb(j->ud, status, j->code);
+    job_unref(j); /* the client's reference */
+}
+
+static void proposed_cb(void *ud, int status, uint64_t index)
+{
+    struct ingest_job *j = ud;
+    (void)index;
+    /* SR_EEXIST: a retried proposal found its own earlier commit. */
+    answer(j, status == 0 || status == SR_EEXIST ? 0 : status);
+    job_unref(j);
+}
+
+static void maybe_propose(struct ingest_job *j)
+{
+    if (j->proposed || j->answered || j->n_holders < j->need)
+        return;
+    j->proposed = 1;
+    Sr__MessageAccept a = SR__MESSAGE_ACCEPT__INIT;
+    a.code = j->code;
+    a.customer = j->customer;
+    a.mail_from = j->mail_from;
+    a.rcpts = j->rcpts;
+    a.n_rcpts = j->n_rcpts;
+    a.size = j->len;
+    a.digest.data = j->digest;
+    a.digest.len = sizeof j->digest;
+    a.accepted_by = j->in->cfg->node_id;
+    a.holders = j->holders;
+    a.n_holders = j->n_holders;
+    a.accepted_at_ms = j->accepted_ms;
+    /* The client waits until deadline; leave a margin for the answer to
+     * travel back from the leader. */
+    a.deadline_ms = j->accepted_ms + j->in->cfg->commit_timeout_ms -
+                    j->in->cfg->commit_timeout_ms / 5;
+    a.helo = j->helo;
+    a.client_addr = j->client_addr;
+    Sr__Op op = SR__OP__INIT;
+    op.op_case = SR__OP__OP_ACCEPT;
+    op.accept = &a;
+    uint64_t now = uv_now(j->in->loop);
+    unsigned left = j->deadline > now ? (unsigned)(j->deadline - now) : 1;
+    j->refs++;
+    int rc = rnode_propose(j->in->rn, &op, left, proposed_cb, j);
+    if (rc != 0) {
+        j->refs--;
+        answer(j, rc);
+    }
+}
+
+static void add_holder(struct ingest_job *j, uint64_t id)
+{
+    for (unsigned i = 0; i < j->n_holders; i++)
+        if (j->holders[i] == id)
+            return;
+    if (j->n_holders < MAX_VOTERS)
+        j->holders[j->n_holders++] = id;
+    maybe_propose(j);
+}
+
+static void local_put_cb(void *ud, int status)
+{
+    struct ingest_job *j = ud;
+    if (status == 0)
+        add_holder(j, j->in->cfg->node_id);
+    else
+        LOG_ERROR("code=%s event=body_store_failed error=%s", j->code,
+                  sr_strerror(status));
+    job_unref(j);
+}
+
+struct push {
+    struct ingest_job *job;
+    uint64_t peer;
+};
+
+static void push_cb(void *ud, int status, const Sr__Rpc *resp)
+{
+    struct push *p = ud;
+    struct ingest_job *j = p->job;
+    if (status == 0 && resp->body_case == SR__RPC__BODY_BODY_RESP &&
+        resp->body_resp->status == 0)
+        add_holder(j, p->peer);
+    else
+        LOG_DEBUG("code=%s event=body_push_failed peer=%llu error=%s",
+                  j->code, (unsigned long long)p->peer,
+                  status ? sr_strerror(status) : "refused");
+    free(p);
+    job_unref(j);
+}
+
+static char *dup0(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+static size_t received_header(char *out, size_t cap,
+                              const struct smtp_envelope *env,
+                              const struct ingest_meta *meta,
+                              const char *host, const char *code)
+{
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    const char *with = env->smtputf8 ? (meta->tls ? "UTF8SMTPS" : "UTF8SMTP")
+                                     : (meta->tls ? "ESMTPS" : "ESMTP");
+    int n;
+    if (env->n_rcpts == 1)
+        n = snprintf(out, cap,
+                     "Received: from %.200s ([%s])\r\n\tby %s (SmartRelay) "
+                     "with %s id %s\r\n\tfor <%.300s>; %s\r\n",
+                     meta->client_name ? meta->client_name : "unknown",
+                     meta->client_addr, host, with, code, env->rcpts[0],
+                     date);
+    else
+        n = snprintf(out, cap,
+                     "Received: from %.200s ([%s])\r\n\tby %s (SmartRelay) "
+                     "with %s id %s; %s\r\n",
+                     meta->client_name ? meta->client_name : "unknown",
+                     meta->client_addr, host, with, code, date);
+    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+int ingest_submit(struct ingest *in, const struct smtp_envelope *env,
+                  const struct ingest_meta *meta, const char *body, size_t len,
+                  ingest_cb cb, void *ud, struct ingest_job **out)
+{
+    if (in->inflight >= MAX_INFLIGHT ||
+        in->inflight_bytes + len > MAX_INFLIGHT_BYTES)
+        return SR_EFULL;
+    uint64_t voters[MAX_VOTERS];
+    unsigned nv = rnode_voters(in->rn, voters, MAX_VOTERS);
+    if (nv == 0)
+        return SR_ENOTLEADER; /* not (yet) part of a cluster */
+    struct ingest_job *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return SR_ENOMEM;
+    j->in = in;
+    j->accepted_ms = wall_ms();
+    code_next(&in->codes, j->accepted_ms, j->code);
+    char hdr[1024];
+    size_t hl = received_header(hdr, sizeof hdr, env, meta,
+                                in->cfg->hostname, j->code);
+    j->len = hl + len;
+    j->body = malloc(j->len ? j->len : 1);
+    j->rcpts = calloc(env->n_rcpts ? env->n_rcpts : 1, sizeof *j->rcpts);
+    if (j->body == NULL || j->rcpts == NULL) {
+        free(j->body);
+        free(j->rcpts);
+        free(j);
+        return SR_ENOMEM;
+    }
+    memcpy(j->body, hdr, hl);
+    memcpy(j->body + hl, body, len);
+    SHA256(j->body, j->len, j->digest);
+    j->n_rcpts = env->n_rcpts;
+    for (unsigned i = 0; i < env->n_rcpts; i++)
+        j->rcpts[i] = strdup(env->rcpts[i]);
+    j->customer = dup0(meta->customer);
+    j->mail_from = dup0(env->mail_from);
+    j->helo = dup0(env->helo);
+    j->client_addr = dup0(meta->client_addr);
+    j->start = uv_now(in->loop);
+    j->deadline = j->start + in->cfg->commit_timeout_ms;
+    j->need = in->cfg->body_copies ? in->cfg->body_copies : nv / 2 + 1;
+    if (j->need > nv)
+        j->need = nv;
+    j->cb = cb;
+    j->ud = ud;
+    j->refs = 1; /* the client */
+    j->next = in->jobs;
+    if (in->jobs)
+        in->jobs->prev = j;
+    in->jobs = j;
+    in->inflight++;
+    in->inflight_bytes += j->len;
+    *out = j;
+
+    j->refs++;
+    if (body_store_put(in->bodies, j->code, j->body, j->len, local_put_cb,
+                       j) != 0)
+        j->refs--;
+
+    Sr__BodyPut put = SR__BODY_PUT__INIT;
+    put.code = j->code;
+    put.body.data = j->body;
+    put.body.len = j->len;
+    put.digest.data = j->digest;
+    put.digest.len = sizeof j->digest;
+    Sr__Rpc rpc = SR__RPC__INIT;
+    rpc.body_case = SR__RPC__BODY_BODY_PUT;
+    rpc.body_put = &put;
+    for (unsigned i = 0; i < nv; i++) {
+        char addr[128];
+        if (voters[i] == in->cfg->node_id ||
+            rnode_rpc_address(in->rn, voters[i], addr, sizeof addr) != 0)
+            continue;
+        struct push *p = malloc(sizeof *p);
+        p->job = j;
+        p->peer = voters[i];
+        j->refs++;
+        if (rpc_send(in->rpc, voters[i], addr, &rpc,
+                     in->cfg->commit_timeout_ms, push_cb, p) != 0) {
+            j->refs--;
+            free(p);
+        }
+    }
+    return 0;
+}
+
+void ingest_detach(struct ingest_job *j)
+{
+    j->cb = NULL;
+}
+
+static void sweep(uv_timer_t *t)
+{
+    struct ingest *in = t->data;
+    uint64_t now = uv_now(in->loop);
+    for (struct ingest_job *j = in->jobs, *next; j; j = next) {
+        next = j->next;
+        /* answer() may free j only through its client reference, and
+         * every job still in the list holds at least one more while a
+         * request is outstanding; keep next before calling it. */
+        if (!j->answered && now >= j->deadline)
+            answer(j, SR_ETIMEDOUT);
+    }
+}
+
+int ingest_new(uv_loop_t *loop, const struct sr_config *cfg, unsigned boot,
+               struct body_store *bodies, struct rnode *rn, struct rpc *rpc,
+               struct ingest **out)
+{
+    struct ingest *in = calloc(1, sizeof *in);
+    if (in == NULL)
+        return SR_ENOMEM;
+    in->loop = loop;
+    in->cfg = cfg;
+    in->bodies = bodies;
+    in->rn = rn;
+    in->rpc = rpc;
+    code_gen_init(&in->codes, (unsigned)cfg->node_id, boot);
+    uv_timer_init(loop, &in->sweep);
+    in->sweep.data = in;
+    uv_timer_start(&in->sweep, sweep, 100, 100);
+    *out = in;
+    return 0;
+}
+
+static void sweep_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void ingest_free(struct ingest *in)
+{
+    /* Jobs still referenced finish through their callbacks (the rnode and
+     * rpc layers fail them with SR_ESHUTDOWN); detach their clients. */
+    for (struct ingest_job *j = in->jobs; j; j = j->next)
+        j->cb = NULL;
+    uv_close((uv_handle_t *)&in->sweep, sweep_closed);
+}
+
+unsigned ingest_inflight(const struct ingest *in)
+{
+    return in->inflight;
+}
+
+/* ---- serving peers ---- */
+
+struct put_ctx {
+    struct rpc_call *call;
+    uint8_t *copy;
+};
+
+static void reply_body(struct rpc_call *call, int status, uint8_t *data,
+                       size_t len)
+{
+    Sr__BodyResp br = SR__BODY_RESP__INIT;
+    br.status = status;
+    br.body.data = data;
+    br.body.len = len;
+    Sr__Rpc rpc = SR__RPC__INIT;
+    rpc.body_case = SR__RPC__BODY_BODY_RESP;
+    rpc.body_resp = &br;
+    rpc_reply(call, &rpc);
+}
+
+static void peer_put_cb(void *ud, int status)
+{
+    struct put_ctx *c = ud;
+    reply_body(c->call, status, NULL, 0);
+    free(c->copy);
+    free(c);
+}
+
+void ingest_handle_body_put(struct ingest *in, struct rpc_call *call,
+                            const Sr__BodyPut *put)
+{
+    uint8_t d[SHA256_DIGEST_LENGTH];
+    SHA256(put->body.data, put->body.len, d);
+    if (put->digest.len != sizeof d || memcmp(d, put->digest.data, sizeof d) ||
+        put->code[0] == '\0' || strlen(put->code) >= CODE_MAX) {
+        reply_body(call, SR_EINVAL, NULL, 0);
+        return;
+    }
+    /* The request (and its body) lives until rpc_reply, but keep our own
+     * copy so the store's worker never reads memory the RPC layer owns. */
+    struct put_ctx *c = malloc(sizeof *c);
+    c->call = call;
+    c->copy = malloc(put->body.len ? put->body.len : 1);
+    memcpy(c->copy, put->body.data, put->body.len);
+    if (body_store_put(in->bodies, put->code, c->copy, put->body.len,
+                       peer_put_cb, c) != 0) {
+        free(c->copy);
+        free(c);
+        reply_body(call, SR_ESHUTDOWN, NULL, 0);
+    }
+}
+
+static void peer_get_cb(void *ud, int status, uint8_t *data, size_t len)
+{
+    reply_body(ud, status, data, len);
+    free(data);
+}
+
+void ingest_handle_body_get(struct ingest *in, struct rpc_call *call,
+                            const Sr__BodyGet *get)
+{
+    if (body_store_get(in->bodies, get->code, peer_get_cb, call) != 0)
+        reply_body(call, SR_ESHUTDOWN, NULL, 0);
+}

@@ -1,0 +1,421 @@
+/* smtp_server.c - SMTP listeners around the session machine (see
+ * smtp_server.h). */
+#include "gateways/smtp_server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateways/smtp_session.h"
+#include "node/errors.h"
+#include "node/log.h"
+
+#define MAX_LISTENERS 16
+
+struct listener {
+    uv_tcp_t tcp;
+    struct smtp_server *srv;
+};
+
+/* One client connection; owned by the server, freed after both handles
+ * (socket and timer) have closed. */
+struct conn {
+    struct conn *next, *prev;
+    struct smtp_server *srv;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown;
+    struct smtp_session *s;
+    struct tls_conn *tls;
+    struct ingest_job *job;
+    char peer[INET6_ADDRSTRLEN];
+    char customer[65];
+    int handles;
+    int closing;
+    int reading;
+    int counted; /* counts against the customer's session limit */
+};
+
+struct smtp_server {
+    struct smtp_server_deps d;
+    struct listener listeners[MAX_LISTENERS];
+    unsigned n_listeners;
+    struct conn *conns;
+    unsigned sessions;
+    int handles;
+    int closing;
+    void (*close_cb)(void *);
+    void *close_arg;
+};
+
+static void conn_close(struct conn *c);
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void srv_unref(struct smtp_server *srv);
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
+
+static void write_done(uv_write_t *w, int status)
+{
+    (void)status;
+    free(w->data);
+    free(w);
+}
+
+static void send_raw(struct conn *c, char *buf, size_t len)
+{
+    if (c->closing) {
+        free(buf);
+        return;
+    }
+    uv_write_t *w = malloc(sizeof *w);
+    w->data = buf;
+    uv_buf_t b = uv_buf_init(buf, (unsigned)len);
+    if (uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, write_done) != 0) {
+        free(buf);
+        free(w);
+    }
+}
+
+static void flush_tls(struct conn *c)
+{
+    char *out;
+    size_t n;
+    while ((n = tls_conn_drain(c->tls, &out)) > 0)
+        send_raw(c, out, n);
+}
+
+static void s_write(void *ud, const char *buf, size_t len)
+{
+    struct conn *c = ud;
+    if (c->tls != NULL && tls_conn_established(c->tls)) {
+        tls_conn_write(c->tls, buf, len);
+        flush_tls(c);
+        return;
+    }
+    char *copy = malloc(len);
+    memcpy(copy, buf, len);
+    send_raw(c, copy, len);
+}
+
+static void s_starttls(void *ud)
+{
+    struct conn *c = ud;
+    c->tls = tls_conn_new(c->srv->d.tls);
+    if (c->tls == NULL)
+        smtp_session_shutdown(c->s, "TLS not available");
+}
+
+static void committed(void *ud, int status, const char *code)
+{
+    struct conn *c = ud;
+    char text[128];
+    c->job = NULL;
+    if (status == 0) {
+        snprintf(text, sizeof text, "2.0.0 OK %s", code);
+        smtp_session_reply_message(c->s, 250, text);
+    } else if (status == SR_EFULL) {
+        smtp_session_reply_message(c->s, 452,
+                                   "4.3.1 Insufficient system resources, try "
+                                   "again later");
+    } else {
+        smtp_session_reply_message(c->s, 451,
+                                   "4.3.0 Message not kept, try again later");
+    }
+    if (!c->reading && !c->closing) {
+        c->reading = 1;
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+    }
+}
+
+static void s_message(void *ud, const struct smtp_envelope *env,
+                      const char *body, size_t len)
+{
+    struct conn *c = ud;
+    struct ingest_meta meta = {c->customer, c->peer, env->helo, env->tls};
+    int rc = ingest_submit(c->srv->d.ingest, env, &meta, body, len, committed,
+                           c, &c->job);
+    if (rc != 0) {
+        c->job = NULL;
+        committed(c, rc, NULL);
+    }
+}
+
+static void s_auth(void *ud, const char *user, const char *pass)
+{
+    struct conn *c = ud;
+    (void)user;
+    (void)pass;
+    /* No customer credentials are configured yet: refuse. */
+    smtp_session_reply_auth(c->s, false);
+}
+
+static void s_close(void *ud)
+{
+    struct conn *c = ud;
+    if (c->tls)
+        flush_tls(c);
+    conn_close(c);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)h;
+    (void)hint;
+    buf->base = malloc(65536);
+    buf->len = buf->base ? 65536 : 0;
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    LOG_INFO("event=smtp_timeout client=%s", c->peer);
+    smtp_session_shutdown(c->s, "Timeout, closing connection");
+}
+
+static void feed_plain(void *ud, const char *buf, size_t len)
+{
+    struct conn *c = ud;
+    if (smtp_session_feed(c->s, buf, len) == SR_EFULL && c->reading) {
+        c->reading = 0;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    struct conn *c = st->data;
+    if (n < 0) {
+        free(buf->base);
+        conn_close(c);
+        return;
+    }
+    if (n > 0 && !c->closing) {
+        unsigned t = c->srv->d.cfg->command_timeout_s;
+        uv_timer_start(&c->timer, on_timeout, (uint64_t)t * 1000, 0);
+        if (c->tls != NULL) {
+            int was = tls_conn_established(c->tls);
+            int rc = tls_conn_feed(c->tls, buf->base, (size_t)n, feed_plain,
+                                   c);
+            flush_tls(c);
+            if (rc != 0) {
+                conn_close(c);
+            } else if (!was && tls_conn_established(c->tls)) {
+                LOG_INFO("event=starttls client=%s version=%s", c->peer,
+                         tls_conn_version(c->tls));
+                smtp_session_tls_started(c->s);
+            }
+        } else {
+            feed_plain(c, buf->base, (size_t)n);
+        }
+    }
+    free(buf->base);
+}
+
+static void conn_freed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    if (--c->handles > 0)
+        return;
+    struct smtp_server *srv = c->srv;
+    smtp_session_free(c->s);
+    tls_conn_free(c->tls);
+    free(c);
+    srv_unref(srv);
+}
+
+static void srv_unref(struct smtp_server *srv)
+{
+    if (--srv->handles == 0 && srv->closing) {
+        void (*cb)(void *) = srv->close_cb;
+        void *arg = srv->close_arg;
+        free(srv);
+        if (cb)
+            cb(arg);
+    }
+}
+
+static void shutdown_done(uv_shutdown_t *req, int status)
+{
+    struct conn *c = req->data;
+    (void)status;
+    uv_close((uv_handle_t *)&c->tcp, conn_freed);
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if (c->job)
+        ingest_detach(c->job);
+    c->job = NULL;
+    if (c->counted)
+        c->srv->sessions--;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, conn_freed);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    /* Let queued replies (221, 421, 554) reach the client first. */
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, shutdown_done) != 0)
+        uv_close((uv_handle_t *)&c->tcp, conn_freed);
+}
+
+static unsigned customer_sessions(struct smtp_server *srv, const char *name)
+{
+    unsigned n = 0;
+    for (struct conn *c = srv->conns; c; c = c->next)
+        if (c->counted && strcmp(c->customer, name) == 0)
+            n++;
+    return n;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct listener *l = server->data;
+    struct smtp_server *srv = l->srv;
+    if (status != 0 || srv->closing)
+        return;
+    struct conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return;
+    c->srv = srv;
+    uv_tcp_init(srv->d.loop, &c->tcp);
+    uv_timer_init(srv->d.loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->handles = 2;
+    srv->handles++;
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len);
+    if (ss.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
+    else
+        uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
+    uv_tcp_nodelay(&c->tcp, 1);
+
+    const struct sr_config *cfg = srv->d.cfg;
+    snprintf(c->customer, sizeof c->customer, "%s", cfg->smtp_customer);
+    const struct policy *pol = srv->d.policy(srv->d.ud);
+    const struct policy_customer *cu = policy_find(pol, c->customer);
+    struct smtp_limits lim = {0};
+    lim.max_message_size = cu ? cu->max_message_size : 10 << 20;
+    lim.max_recipients = cu ? cu->max_recipients : 1000;
+    lim.max_bad_commands = 10;
+    lim.max_line = 2048;
+    lim.tls_available = srv->d.tls != NULL;
+    lim.auth_enabled = false;
+    lim.auth_required = false;
+    struct smtp_callbacks cb = {c, s_write, s_starttls, s_message, s_auth,
+                                s_close};
+    c->s = smtp_session_new(cfg->hostname, &lim, &cb);
+    if (c->s == NULL) {
+        conn_close(c);
+        return;
+    }
+    c->reading = 1;
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+    uv_timer_start(&c->timer, on_timeout,
+                   (uint64_t)cfg->command_timeout_s * 1000, 0);
+    if (cu == NULL || !policy_allows(cu, (struct sockaddr *)&ss)) {
+        LOG_INFO("event=smtp_refused client=%s customer=%s reason=network",
+                 c->peer, c->customer);
+        smtp_session_refuse(c->s, "Access denied: client not authorized");
+        return;
+    }
+    if (customer_sessions(srv, c->customer) >= cu->max_sessions) {
+        LOG_INFO("event=smtp_refused client=%s customer=%s "
+                 "reason=max_sessions",
+                 c->peer, c->customer);
+        smtp_session_shutdown(c->s, "Too many sessions, try again later");
+        return;
+    }
+    c->counted = 1;
+    srv->sessions++;
+    LOG_DEBUG("event=smtp_connect client=%s customer=%s", c->peer,
+              c->customer);
+    smtp_session_start(c->s);
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+    struct listener *l = h->data;
+    srv_unref(l->srv);
+}
+
+int smtp_server_start(const struct smtp_server_deps *deps,
+                      struct smtp_server **out, char *err, size_t errlen)
+{
+    struct smtp_server *srv = calloc(1, sizeof *srv);
+    if (srv == NULL)
+        return SR_ENOMEM;
+    srv->d = *deps;
+    const struct sr_config *cfg = deps->cfg;
+    for (unsigned i = 0; i < cfg->n_smtp_listen && i < MAX_LISTENERS; i++) {
+        char host[100];
+        int port;
+        struct sockaddr_storage ss;
+        if (config_split_address(cfg->smtp_listen[i], host, sizeof host,
+                                 &port) != 0 ||
+            (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+             uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)) {
+            smtp_server_close(srv, NULL, NULL);
+            return sr_err(err, errlen, SR_EINVAL,
+                          "smtp.listen[%u]: bad address %s", i,
+                          cfg->smtp_listen[i]);
+        }
+        struct listener *l = &srv->listeners[srv->n_listeners++];
+        l->srv = srv;
+        uv_tcp_init(deps->loop, &l->tcp);
+        l->tcp.data = l;
+        srv->handles++;
+        int rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
+        if (rc != 0) {
+            smtp_server_close(srv, NULL, NULL);
+            return sr_err(err, errlen, SR_EIO, "smtp.listen %s: %s",
+                          cfg->smtp_listen[i], uv_strerror(rc));
+        }
+    }
+    *out = srv;
+    return 0;
+}
+
+void smtp_server_close(struct smtp_server *srv, void (*cb)(void *),
+                       void *arg)
+{
+    srv->closing = 1;
+    srv->close_cb = cb;
+    srv->close_arg = arg;
+    for (unsigned i = 0; i < srv->n_listeners; i++)
+        uv_close((uv_handle_t *)&srv->listeners[i].tcp, listener_closed);
+    while (srv->conns) {
+        struct conn *c = srv->conns;
+        smtp_session_shutdown(c->s, "Service shutting down");
+        conn_close(c); /* no-op if the session already closed it */
+    }
+    if (srv->handles == 0) {
+        free(srv);
+        if (cb)
+            cb(arg);
+    }
+}
+
+unsigned smtp_server_sessions(const struct smtp_server *srv)
+{
+    return srv->sessions;
+}

@@ -1,0 +1,424 @@
+/*
+ * admin.c - the admin API (docs/ADMIN_API.md): JSON over HTTP on the loop.
+ *
+ * Reads are answered by any node from its own replicated state. Changes
+ * (members, policy, leader transfer) are executed by the leader: a follower
+ * forwards the request unchanged over the node RPC (AdminReq) and relays the
+ * leader's answer, so an operator may talk to any node.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node/code.h"
+#include "node/errors.h"
+#include "node/log.h"
+#include "node/node_int.h"
+
+/* Where an answer goes: an HTTP connection or an RPC call. */
+struct sink {
+    struct http_conn *http;
+    struct rpc_call *rpc;
+};
+
+static void reply(struct sink *s, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    size_t len = text ? strlen(text) : 0;
+    if (s->http) {
+        http_reply(s->http, status, "application/json", text, len);
+    } else {
+        Sr__AdminResp ar = SR__ADMIN_RESP__INIT;
+        ar.status = status;
+        ar.body.data = (uint8_t *)text;
+        ar.body.len = len;
+        Sr__Rpc rpc = SR__RPC__INIT;
+        rpc.body_case = SR__RPC__BODY_ADMIN_RESP;
+        rpc.admin_resp = &ar;
+        rpc_reply(s->rpc, &rpc);
+    }
+    free(text);
+    free(s);
+}
+
+static void reply_error(struct sink *s, int status, const char *msg)
+{
+    reply(s, status, json_pack("{s:s}", "error", msg));
+}
+
+static const char *role_name(int role)
+{
+    return role == RAFT_VOTER ? "voter"
+           : role == RAFT_STANDBY ? "standby"
+           : role == RAFT_SPARE   ? "spare"
+                                  : "unknown";
+}
+
+static int role_of(const char *s)
+{
+    if (s == NULL)
+        return RAFT_VOTER;
+    if (strcmp(s, "voter") == 0)
+        return RAFT_VOTER;
+    if (strcmp(s, "standby") == 0)
+        return RAFT_STANDBY;
+    if (strcmp(s, "spare") == 0)
+        return RAFT_SPARE;
+    return -1;
+}
+
+static const char *state_name(int st)
+{
+    switch (st) {
+    case RAFT_LEADER: return "leader";
+    case RAFT_CANDIDATE: return "candidate";
+    case RAFT_FOLLOWER: return "follower";
+    default: return "unavailable";
+    }
+}
+
+static void hex(const uint8_t *d, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++)
+        sprintf(out + 2 * i, "%02x", d[i]);
+}
+
+static json_t *digest_json(struct sr_node *n)
+{
+    uint8_t d[32];
+    uint64_t applied;
+    char h[65];
+    queue_store_digest(n->store, d, &applied);
+    hex(d, 32, h);
+    return json_pack("{s:I,s:s}", "applied_index", (json_int_t)applied,
+                     "digest", h);
+}
+
+static void get_status(struct sr_node *n, struct sink *s)
+{
+    struct raft *r = rnode_raft(n->rn);
+    raft_id lid = 0;
+    const char *laddr = NULL;
+    raft_leader(r, &lid, &laddr);
+    json_t *members = json_array();
+    for (unsigned i = 0; i < r->configuration.n; i++) {
+        struct raft_server *sv = &r->configuration.servers[i];
+        char rpc[128] = "", adm[128] = "";
+        rnode_rpc_address(n->rn, sv->id, rpc, sizeof rpc);
+        rnode_admin_address(n->rn, sv->id, adm, sizeof adm);
+        json_array_append_new(
+            members,
+            json_pack("{s:I,s:s,s:s,s:s,s:s,s:b}", "id", (json_int_t)sv->id,
+                      "address", sv->address, "role", role_name(sv->role),
+                      "rpc_address", rpc, "admin_address", adm, "leader",
+                      sv->id == lid));
+    }
+    uint64_t counts[RCPT_STATE_MAX], msgs;
+    queue_store_counts(n->store, counts, &msgs);
+    json_t *q = json_object();
+    for (unsigned i = 0; i < RCPT_STATE_MAX; i++)
+        json_object_set_new(q, queue_rcpt_state_name(i),
+                            json_integer((json_int_t)counts[i]));
+    json_t *dg = digest_json(n);
+    json_t *o = json_pack(
+        "{s:I,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:o,s:o,s:I,s:O,s:I,s:I,s:b}",
+        "node_id", (json_int_t)n->cfg->node_id, "state",
+        state_name(raft_state(r)), "leader_id", (json_int_t)lid,
+        "leader_address", laddr ? laddr : "", "term",
+        (json_int_t)r->current_term, "commit_index",
+        (json_int_t)r->commit_index, "applied_index",
+        (json_int_t)raft_last_applied(r), "last_index",
+        (json_int_t)raft_last_index(r), "members", members, "queue", q,
+        "messages", (json_int_t)msgs, "digest", json_object_get(dg, "digest"),
+        "smtp_sessions", (json_int_t)smtp_server_sessions(n->smtp),
+        "ingest_inflight", (json_int_t)ingest_inflight(n->ingest), "ready",
+        rnode_is_ready_leader(n->rn));
+    json_decref(dg);
+    reply(s, 200, o);
+}
+
+static void add_code(void *ud, const char *code)
+{
+    json_array_append_new(ud, json_string(code));
+}
+
+static void get_messages(struct sr_node *n, struct sink *s, const char *query)
+{
+    size_t limit = 0;
+    const char *l = strstr(query, "limit=");
+    if (l)
+        limit = strtoul(l + 6, NULL, 10);
+    json_t *codes = json_array();
+    queue_store_list(n->store, limit, add_code, codes);
+    reply(s, 200, json_pack("{s:o}", "codes", codes));
+}
+
+static int unescape(const char *in, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (size_t i = 0; in[i]; i++) {
+        if (k + 1 >= cap)
+            return -1;
+        if (in[i] == '%' && in[i + 1] && in[i + 2]) {
+            char h[3] = {in[i + 1], in[i + 2], 0};
+            out[k++] = (char)strtol(h, NULL, 16);
+            i += 2;
+        } else {
+            out[k++] = in[i];
+        }
+    }
+    out[k] = '\0';
+    return 0;
+}
+
+static void get_message(struct sr_node *n, struct sink *s, const char *rest)
+{
+    char code[128];
+    if (unescape(rest, code, sizeof code) != 0 || !code_valid(code)) {
+        reply_error(s, 400, "not a message code");
+        return;
+    }
+    Sr__StoredMessage *m;
+    if (queue_store_get_message(n->store, code, &m) != 0) {
+        reply_error(s, 404, "no such message");
+        return;
+    }
+    Sr__MessageAccept *a = m->accept;
+    json_t *rcpts = json_array();
+    for (size_t i = 0; i < m->n_rcpts; i++)
+        json_array_append_new(
+            rcpts, json_pack("{s:s,s:s}", "address", m->rcpts[i]->address,
+                             "state",
+                             queue_rcpt_state_name(m->rcpts[i]->state)));
+    json_t *holders = json_array();
+    for (size_t i = 0; i < a->n_holders; i++)
+        json_array_append_new(holders, json_integer((json_int_t)a->holders[i]));
+    char dg[65] = "";
+    if (a->digest.len == 32)
+        hex(a->digest.data, 32, dg);
+    json_t *o = json_pack(
+        "{s:s,s:s,s:s,s:o,s:I,s:s,s:I,s:o,s:I,s:I,s:I,s:s,s:s}", "code",
+        a->code, "customer", a->customer, "mail_from", a->mail_from, "rcpts",
+        rcpts, "size", (json_int_t)a->size, "digest", dg, "accepted_by",
+        (json_int_t)a->accepted_by, "holders", holders, "accepted_at_ms",
+        (json_int_t)a->accepted_at_ms, "committed_at_ms",
+        (json_int_t)m->committed_at_ms, "index", (json_int_t)m->index, "helo",
+        a->helo, "client_addr", a->client_addr);
+    sr__stored_message__free_unpacked(m, NULL);
+    reply(s, 200, o);
+}
+
+static void get_policy(struct sr_node *n, struct sink *s)
+{
+    char *json = NULL;
+    const char *text = policy_default_json();
+    if (queue_store_get_policy(n->store, &json) == 0)
+        text = json;
+    json_t *o = json_loads(text, 0, NULL);
+    free(json);
+    if (o == NULL)
+        reply_error(s, 500, "stored policy is not JSON");
+    else
+        reply(s, 200, o);
+}
+
+/* ---- changes (leader only) ---- */
+
+static void done_cb(void *ud, int status, const char *msg)
+{
+    struct sink *s = ud;
+    if (status == 0)
+        reply(s, 200, json_pack("{s:b}", "ok", 1));
+    else
+        reply_error(s, 409, msg);
+}
+
+static void policy_cb(void *ud, int status, uint64_t index)
+{
+    struct sink *s = ud;
+    if (status == 0)
+        reply(s, 200, json_pack("{s:b,s:I}", "ok", 1, "index",
+                                (json_int_t)index));
+    else
+        reply_error(s, 503, sr_strerror(status));
+}
+
+static void post_policy(struct sr_node *n, struct sink *s, const char *body,
+                        size_t len)
+{
+    struct policy *p;
+    char err[SR_ERRMSG_SIZE];
+    if (policy_parse_json(body, len, &p, err, sizeof err) != 0) {
+        reply_error(s, 400, err);
+        return;
+    }
+    policy_free(p);
+    /* Store a canonical, compact form. */
+    json_t *o = json_loadb(body, len, 0, NULL);
+    char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    Sr__PolicySet ps = SR__POLICY_SET__INIT;
+    ps.json = text;
+    Sr__Op op = SR__OP__INIT;
+    op.op_case = SR__OP__OP_POLICY;
+    op.policy = &ps;
+    int rc = rnode_propose(n->rn, &op, 10000, policy_cb, s);
+    free(text);
+    if (rc != 0)
+        reply_error(s, 503, sr_strerror(rc));
+}
+
+static void change(struct sr_node *n, struct sink *s, const char *method,
+                   const char *path, const char *body, size_t len)
+{
+    json_error_t jerr;
+    json_t *o = len ? json_loadb(body, len, 0, &jerr) : json_object();
+    if (o == NULL || !json_is_object(o)) {
+        json_decref(o);
+        reply_error(s, 400, "body must be a JSON object");
+        return;
+    }
+    int rc = SR_ENOTFOUND;
+    unsigned long long id = 0;
+    char tail[32] = "";
+    if (strcmp(method, "POST") == 0 && strcmp(path, "/v1/members") == 0) {
+        json_int_t jid = json_integer_value(json_object_get(o, "id"));
+        const char *addr = json_string_value(json_object_get(o, "address"));
+        int role = role_of(json_string_value(json_object_get(o, "role")));
+        if (jid <= 0 || addr == NULL || role < 0) {
+            json_decref(o);
+            reply_error(s, 400, "need id (>0), address and a valid role");
+            return;
+        }
+        rc = rnode_add(n->rn, (uint64_t)jid, addr, role, done_cb, s);
+    } else if (sscanf(path, "/v1/members/%llu%31s", &id, tail) >= 1) {
+        if (strcmp(method, "DELETE") == 0 && tail[0] == '\0') {
+            rc = rnode_remove(n->rn, id, done_cb, s);
+        } else if (strcmp(method, "POST") == 0 &&
+                   strcmp(tail, "/role") == 0) {
+            int role = role_of(json_string_value(json_object_get(o, "role")));
+            if (role < 0 || json_object_get(o, "role") == NULL) {
+                json_decref(o);
+                reply_error(s, 400, "role must be voter, standby or spare");
+                return;
+            }
+            rc = rnode_assign(n->rn, id, role, done_cb, s);
+        }
+    } else if (strcmp(method, "POST") == 0 &&
+               strcmp(path, "/v1/leader/transfer") == 0) {
+        json_int_t jid = json_integer_value(json_object_get(o, "id"));
+        rc = rnode_transfer(n->rn, (uint64_t)(jid > 0 ? jid : 0), done_cb, s);
+    } else if (strcmp(method, "POST") == 0 &&
+               strcmp(path, "/v1/policy") == 0) {
+        json_decref(o);
+        post_policy(n, s, body, len);
+        return;
+    }
+    json_decref(o);
+    if (rc == SR_ENOTFOUND)
+        reply_error(s, 404, "no such endpoint");
+    else if (rc != 0)
+        reply_error(s, 500, sr_strerror(rc));
+}
+
+/* ---- forwarding to the leader ---- */
+
+static void forwarded(void *ud, int status, const Sr__Rpc *resp)
+{
+    struct sink *s = ud;
+    if (status != 0 || resp->body_case != SR__RPC__BODY_ADMIN_RESP) {
+        reply_error(s, 503, "leader did not answer");
+        return;
+    }
+    json_t *o = json_loadb((const char *)resp->admin_resp->body.data,
+                           resp->admin_resp->body.len, 0, NULL);
+    if (o == NULL)
+        o = json_pack("{s:s}", "error", "bad answer from leader");
+    reply(s, resp->admin_resp->status, o);
+}
+
+static void to_leader(struct sr_node *n, struct sink *s, const char *method,
+                      const char *path, const char *body, size_t len)
+{
+    uint64_t leader = rnode_leader(n->rn);
+    char addr[128];
+    if (leader == 0 || rnode_rpc_address(n->rn, leader, addr, sizeof addr)) {
+        reply_error(s, 503, "no leader");
+        return;
+    }
+    Sr__AdminReq ar = SR__ADMIN_REQ__INIT;
+    ar.method = (char *)method;
+    ar.path = (char *)path;
+    ar.body.data = (uint8_t *)body;
+    ar.body.len = len;
+    Sr__Rpc rpc = SR__RPC__INIT;
+    rpc.body_case = SR__RPC__BODY_ADMIN;
+    rpc.admin = &ar;
+    if (rpc_send(n->rpc, leader, addr, &rpc, 30000, forwarded, s) != 0)
+        reply_error(s, 503, "cannot reach the leader");
+}
+
+static void dispatch(struct sr_node *n, struct sink *s, const char *method,
+                     const char *path, const char *query, const char *body,
+                     size_t len, int forwarded_once)
+{
+    int get = strcmp(method, "GET") == 0;
+    if (get && strcmp(path, "/v1/status") == 0)
+        get_status(n, s);
+    else if (get && strcmp(path, "/v1/digest") == 0)
+        reply(s, 200, digest_json(n));
+    else if (get && strcmp(path, "/v1/messages") == 0)
+        get_messages(n, s, query);
+    else if (get && strncmp(path, "/v1/messages/", 13) == 0)
+        get_message(n, s, path + 13);
+    else if (get && strcmp(path, "/v1/policy") == 0)
+        get_policy(n, s);
+    else if (get)
+        reply_error(s, 404, "no such endpoint");
+    else if (strcmp(method, "POST") != 0 && strcmp(method, "DELETE") != 0)
+        reply_error(s, 405, "method not allowed");
+    else if (rnode_is_ready_leader(n->rn))
+        change(n, s, method, path, body, len);
+    else if (forwarded_once)
+        reply_error(s, 503, "not the leader");
+    else
+        to_leader(n, s, method, path, body, len);
+}
+
+void admin_http(void *ud, struct http_conn *c, const struct http_request *req)
+{
+    struct sr_node *n = ud;
+    struct sink *s = calloc(1, sizeof *s);
+    s->http = c;
+    const char *tok = n->cfg->admin_token;
+    if (tok && tok[0]) {
+        const char *auth = http_request_header(req, "Authorization");
+        if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0 ||
+            strcmp(auth + 7, tok) != 0) {
+            reply_error(s, 401, "missing or wrong admin token");
+            return;
+        }
+    }
+    if (n->stopping) {
+        reply_error(s, 503, "node is stopping");
+        return;
+    }
+    dispatch(n, s, req->method, req->path, req->query, req->body,
+             req->body_len, 0);
+}
+
+void admin_rpc(struct sr_node *n, struct rpc_call *call,
+               const Sr__AdminReq *req)
+{
+    struct sink *s = calloc(1, sizeof *s);
+    s->rpc = call;
+    const char *q = strchr(req->path, '?');
+    char path[256];
+    snprintf(path, sizeof path, "%.*s",
+             (int)(q ? (size_t)(q - req->path) : strlen(req->path)),
+             req->path);
+    dispatch(n, s, req->method, path, q ? q + 1 : "",
+             (const char *)req->body.data, req->body.len, 1);
+}

@@ -1,0 +1,92 @@
+/*
+ * config.h - the node's YAML configuration (docs/CONFIG.md).
+ *
+ * Every key has a built-in default, so an empty file (or no file) gives a
+ * working single node on 127.0.0.1. config_load() refuses unknown keys and
+ * bad values with a message that names the key ("raft.election_timeout_ms:
+ * must be an integer between 50 and 60000"). Addresses are "host:port"
+ * strings (IPv6 as "[::1]:25").
+ *
+ * Ownership: struct sr_config owns every string and array in it;
+ * config_free() releases them.
+ */
+#ifndef SR_CONFIG_H
+#define SR_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct sr_peer {
+    uint64_t id;
+    char *raft_address; /* host:port of its Raft listener */
+    char *rpc_address;  /* host:port of its node RPC listener */
+};
+
+struct sr_config {
+    /* node: */
+    uint64_t node_id;   /* node.id, 1..65535, default 1 */
+    char *data_dir;     /* node.data_dir, default "./run/node<id>" */
+    char *hostname;     /* node.hostname, default "smartrelay<id>.localdomain" */
+    char *log_level;    /* log.level: debug|info|warn|error, default info */
+
+    /* raft: */
+    char *raft_listen;  /* raft.listen, default 127.0.0.1:7001 */
+    struct sr_peer *peers; /* raft.peers: initial voters, used only to
+                              bootstrap a brand-new cluster; default: this
+                              node alone */
+    unsigned n_peers;
+    unsigned election_timeout_ms; /* raft.election_timeout_ms, default 300 */
+    unsigned heartbeat_ms;        /* raft.heartbeat_ms, default 50 */
+    unsigned snapshot_threshold;  /* raft.snapshot_threshold, default 16384 */
+    unsigned snapshot_trailing;   /* raft.snapshot_trailing, default 4096 */
+    bool bootstrap;               /* raft.bootstrap: bootstrap from peers
+                                     when the data dir is empty; default true.
+                                     false for a node that will be added
+                                     with clusterctl member add. */
+
+    /* rpc: */
+    char *rpc_listen;   /* rpc.listen, default 127.0.0.1:7101 */
+    unsigned rpc_timeout_ms; /* rpc.timeout_ms, default 5000 */
+
+    /* smtp: */
+    char **smtp_listen; /* smtp.listen: list, default [127.0.0.1:2525] */
+    unsigned n_smtp_listen;
+    char *smtp_customer;   /* smtp.customer: policy customer served on these
+                              listeners, default "default" */
+    char *tls_cert;        /* smtp.tls_cert: PEM file; none = no STARTTLS */
+    char *tls_key;         /* smtp.tls_key */
+    unsigned commit_timeout_ms;  /* smtp.commit_timeout_ms, default 15000:
+                                    after it, 451 4.3.0 */
+    unsigned command_timeout_s;  /* smtp.command_timeout_s, default 300 */
+    unsigned data_timeout_s;     /* smtp.data_timeout_s, default 180 */
+
+    /* admin: */
+    char *admin_listen; /* admin.listen, default 127.0.0.1:8080 */
+    char *admin_token;  /* admin.token, default none: API open on loopback */
+
+    /* bodies: */
+    unsigned body_copies; /* bodies.copies: holders before 250, default 0 =
+                             a majority of the voters */
+};
+
+/* Fills cfg with the built-in defaults (for node id 1). */
+void config_defaults(struct sr_config *cfg);
+
+/* Loads the YAML file at path over the defaults. path NULL = defaults only.
+ * Returns 0, or SR_EPARSE/SR_EINVAL/SR_EIO with err naming the key. On
+ * failure cfg is left freed (config_free is safe to call again). */
+int config_load(const char *path, struct sr_config *cfg, char *err,
+                size_t errlen);
+
+/* Same, from a YAML string in memory (for tests and fuzzing). */
+int config_load_string(const char *yaml, size_t len, struct sr_config *cfg,
+                       char *err, size_t errlen);
+
+void config_free(struct sr_config *cfg);
+
+/* Splits "host:port" / "[v6]:port". Returns 0 or SR_EINVAL. */
+int config_split_address(const char *addr, char *host, size_t hostlen,
+                         int *port);
+
+#endif

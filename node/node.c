@@ -1,0 +1,266 @@
+/* node.c - wiring and lifecycle of one smartrelayd (see node.h). */
+#include "node/node.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "node/errors.h"
+#include "node/log.h"
+#include "node/node_int.h"
+
+/* Increments the boot counter in DATA_DIR/boot and fsyncs it: it makes
+ * message codes unique across restarts (node/code.h). */
+static int next_boot(const char *dir, unsigned *boot, char *err,
+                     size_t errlen)
+{
+    char path[1024], tmp[1040];
+    snprintf(path, sizeof path, "%s/boot", dir);
+    snprintf(tmp, sizeof tmp, "%s/boot.tmp", dir);
+    unsigned b = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%u", &b) != 1)
+            b = 0;
+        fclose(f);
+    }
+    b++;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0640);
+    if (fd < 0)
+        return sr_err(err, errlen, SR_EIO, "node.data_dir %s: %s", dir,
+                      strerror(errno));
+    char buf[32];
+    int len = snprintf(buf, sizeof buf, "%u\n", b);
+    if (write(fd, buf, (size_t)len) != len || fsync(fd) != 0) {
+        close(fd);
+        return sr_err(err, errlen, SR_EIO, "%s: %s", tmp, strerror(errno));
+    }
+    close(fd);
+    if (rename(tmp, path) != 0)
+        return sr_err(err, errlen, SR_EIO, "%s: %s", path, strerror(errno));
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    *boot = b;
+    return 0;
+}
+
+static int mkdirs(const char *dir)
+{
+    char p[1024];
+    snprintf(p, sizeof p, "%s", dir);
+    for (char *s = p + 1; *s; s++) {
+        if (*s == '/') {
+            *s = '\0';
+            mkdir(p, 0750);
+            *s = '/';
+        }
+    }
+    return mkdir(p, 0750) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+static void load_policy(struct sr_node *n)
+{
+    char *json = NULL;
+    struct policy *p = NULL;
+    char err[SR_ERRMSG_SIZE];
+    if (queue_store_get_policy(n->store, &json) == 0) {
+        if (policy_parse_json(json, strlen(json), &p, err, sizeof err) != 0)
+            LOG_ERROR("event=policy_invalid error=\"%s\"", err);
+        free(json);
+    }
+    if (p == NULL) {
+        const char *def = policy_default_json();
+        if (policy_parse_json(def, strlen(def), &p, err, sizeof err) != 0) {
+            fprintf(stderr, "smartrelayd: built-in policy: %s\n", err);
+            abort();
+        }
+    }
+    policy_free(n->policy);
+    n->policy = p;
+}
+
+static void on_apply(void *ud, uint64_t index, const Sr__Entry *e,
+                     const int *statuses)
+{
+    struct sr_node *n = ud;
+    (void)index;
+    if (e == NULL) { /* snapshot restored */
+        load_policy(n);
+        return;
+    }
+    for (size_t i = 0; i < e->n_ops; i++) {
+        if (e->ops[i]->op_case == SR__OP__OP_POLICY && statuses[i] == 0) {
+            load_policy(n);
+            LOG_INFO("event=policy_applied index=%llu",
+                     (unsigned long long)index);
+        }
+    }
+}
+
+static const struct policy *current_policy(void *ud)
+{
+    return ((struct sr_node *)ud)->policy;
+}
+
+static void on_rpc(void *ud, struct rpc_call *call, const Sr__Rpc *req)
+{
+    struct sr_node *n = ud;
+    switch (req->body_case) {
+    case SR__RPC__BODY_PROPOSE:
+        rnode_handle_propose(n->rn, call, req->propose);
+        break;
+    case SR__RPC__BODY_BODY_PUT:
+        ingest_handle_body_put(n->ingest, call, req->body_put);
+        break;
+    case SR__RPC__BODY_BODY_GET:
+        ingest_handle_body_get(n->ingest, call, req->body_get);
+        break;
+    case SR__RPC__BODY_ADMIN:
+        admin_rpc(n, call, req->admin);
+        break;
+    default: {
+        Sr__Rpc resp = SR__RPC__INIT;
+        rpc_reply(call, &resp);
+        break;
+    }
+    }
+}
+
+/* Flushes the state store (opened MDB_NOSYNC) off the loop. */
+static void sync_work(uv_work_t *w)
+{
+    queue_store_sync(w->data);
+}
+
+static void sync_done(uv_work_t *w, int status)
+{
+    (void)status;
+    free(w);
+}
+
+static void on_sync(uv_timer_t *t)
+{
+    struct sr_node *n = t->data;
+    uv_work_t *w = malloc(sizeof *w);
+    w->data = n->store;
+    if (uv_queue_work(&n->loop, w, sync_work, sync_done) != 0)
+        free(w);
+}
+
+static void part_closed(void *arg)
+{
+    struct sr_node *n = arg;
+    n->pending_close--;
+}
+
+static void stop(struct sr_node *n)
+{
+    if (n->stopping)
+        return;
+    n->stopping = 1;
+    LOG_INFO("event=stopping");
+    uv_signal_stop(&n->sigterm);
+    uv_signal_stop(&n->sigint);
+    uv_close((uv_handle_t *)&n->sigterm, NULL);
+    uv_close((uv_handle_t *)&n->sigint, NULL);
+    uv_timer_stop(&n->sync);
+    uv_close((uv_handle_t *)&n->sync, NULL);
+    n->pending_close = 3;
+    smtp_server_close(n->smtp, part_closed, n);
+    http_server_close(n->admin, part_closed, n);
+    ingest_free(n->ingest);
+    rnode_close(n->rn, part_closed, n);
+    rpc_close(n->rpc);
+    body_store_close(n->bodies);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct sr_node *n = s->data;
+    LOG_INFO("event=signal signal=%d", signum);
+    stop(n);
+}
+
+int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
+               size_t errlen)
+{
+    /* A peer that dies while we write to it must not kill us. */
+    signal(SIGPIPE, SIG_IGN);
+    struct sr_node *n = calloc(1, sizeof *n);
+    if (n == NULL)
+        return SR_ENOMEM;
+    n->cfg = cfg;
+    uv_loop_init(&n->loop);
+    if (mkdirs(cfg->data_dir) != 0)
+        return sr_err(err, errlen, SR_EIO, "node.data_dir %s: %s",
+                      cfg->data_dir, strerror(errno));
+    int rc = next_boot(cfg->data_dir, &n->boot, err, errlen);
+    if (rc != 0)
+        return rc;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/state", cfg->data_dir);
+    if ((rc = queue_store_open(dir, &n->store, err, errlen)) != 0)
+        return rc;
+    load_policy(n);
+    snprintf(dir, sizeof dir, "%s/bodies", cfg->data_dir);
+    if ((rc = body_store_open(&n->loop, dir, &n->bodies, err, errlen)) != 0)
+        return rc;
+    if ((rc = rpc_start(&n->loop, cfg->node_id, cfg->rpc_listen, on_rpc, n,
+                        &n->rpc, err, errlen)) != 0)
+        return rc;
+    if ((rc = rnode_start(&n->loop, cfg, n->store, n->rpc, &n->rn, err,
+                          errlen)) != 0)
+        return rc;
+    rnode_set_apply_hook(n->rn, on_apply, n);
+    if ((rc = ingest_new(&n->loop, cfg, n->boot, n->bodies, n->rn, n->rpc,
+                         &n->ingest)) != 0)
+        return rc;
+    if (cfg->tls_cert && cfg->tls_cert[0] &&
+        (rc = tls_ctx_new_server(cfg->tls_cert, cfg->tls_key, &n->tls, err,
+                                 errlen)) != 0)
+        return rc;
+    struct smtp_server_deps deps = {&n->loop, cfg,           n->ingest,
+                                    n->tls,   current_policy, n};
+    if ((rc = smtp_server_start(&deps, &n->smtp, err, errlen)) != 0)
+        return rc;
+    if ((rc = http_server_start(&n->loop, cfg->admin_listen, admin_http, n,
+                                &n->admin, err, errlen)) != 0)
+        return rc;
+    uv_signal_init(&n->loop, &n->sigterm);
+    uv_signal_init(&n->loop, &n->sigint);
+    n->sigterm.data = n->sigint.data = n;
+    uv_signal_start(&n->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&n->sigint, on_signal, SIGINT);
+    uv_timer_init(&n->loop, &n->sync);
+    n->sync.data = n;
+    uv_timer_start(&n->sync, on_sync, 1000, 1000);
+    LOG_INFO("event=started boot=%u raft=%s rpc=%s smtp=%s admin=%s "
+             "data_dir=%s",
+             n->boot, cfg->raft_listen, cfg->rpc_listen,
+             cfg->n_smtp_listen ? cfg->smtp_listen[0] : "-",
+             cfg->admin_listen, cfg->data_dir);
+    *out = n;
+    return 0;
+}
+
+int node_run(struct sr_node *n)
+{
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+    queue_store_close(n->store);
+    policy_free(n->policy);
+    tls_ctx_free(n->tls);
+    int rc = uv_loop_close(&n->loop);
+    if (rc != 0)
+        LOG_WARN("event=loop_not_clean error=%s", uv_strerror(rc));
+    LOG_INFO("event=stopped");
+    free(n);
+    return 0;
+}

@@ -1,0 +1,45 @@
+/*
+ * bodystore.h - the node-local store of message bodies.
+ *
+ * Bodies are kept out of the Raft log and snapshot (docs/ARCHITECTURE.md,
+ * "Where message bodies live"): each holder writes a body once, here, and a
+ * put completes only once the body is fsynced. The store is an LMDB
+ * environment written by one worker thread that commits every pending put in
+ * one transaction (group commit: one fsync for a batch of messages), so the
+ * loop never waits on the disk.
+ *
+ * Ownership: put borrows data until its callback; get hands the callback a
+ * malloc'd copy that the callback owns. Callbacks run on the loop thread.
+ * A call that fails synchronously (negative return) never fires its
+ * callback.
+ */
+#ifndef SR_BODYSTORE_H
+#define SR_BODYSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct body_store;
+
+typedef void (*body_done_cb)(void *ud, int status);
+typedef void (*body_get_cb)(void *ud, int status, uint8_t *data, size_t len);
+
+int body_store_open(uv_loop_t *loop, const char *dir, struct body_store **out,
+                    char *err, size_t errlen);
+/* Finishes queued work, stops the worker, closes the handle; the store is
+ * freed when the loop runs the close callback. */
+void body_store_close(struct body_store *b);
+
+int body_store_put(struct body_store *b, const char *code, const uint8_t *data,
+                   size_t len, body_done_cb cb, void *ud);
+int body_store_get(struct body_store *b, const char *code, body_get_cb cb,
+                   void *ud);
+int body_store_del(struct body_store *b, const char *code, body_done_cb cb,
+                   void *ud);
+
+/* Counters for the admin API. */
+void body_store_stats(struct body_store *b, uint64_t *puts, uint64_t *bytes,
+                      uint64_t *commits);
+
+#endif

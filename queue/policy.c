@@ -1,0 +1,935 @@
+/*
+ * policy.c - the cluster policy document (see policy.h, docs/CONFIG.md).
+ *
+ * What it does: validates the replicated JSON policy with jansson into an
+ * immutable struct policy, converts the YAML that operators write into that
+ * JSON, and answers "may this client address use this customer?".
+ *
+ * What it does not: it never reads files or the network, and does not
+ * decide which customer a listener serves (smtp.customer in the node
+ * config does).
+ *
+ * How it fails: parsing stops at the first problem and err names the full
+ * key path ("customers[0].networks[2]: bad CIDR '10.0.0.300/8'").
+ * Malformed JSON or YAML is SR_EPARSE, a well-formed document with a bad
+ * value is SR_EINVAL, allocation failure SR_ENOMEM. *out is NULL on failure.
+ *
+ * Address matching: a client that arrives as a v4-mapped IPv6 address
+ * (::ffff:a.b.c.d, as on a dual-stack socket) is matched as the IPv4 address,
+ * and a network written in mapped form with a prefix of 96 or more is stored
+ * as the IPv4 network it denotes, so both spellings behave the same.
+ */
+#include "queue/policy.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <libfyaml.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node/errors.h"
+
+#define DEFAULT_MAX_SESSIONS 100
+#define DEFAULT_MAX_MESSAGE_SIZE 10485760
+#define DEFAULT_MAX_RECIPIENTS 1000
+
+/* YAML aliases can make a small file expand to a huge document ("billion
+ * laughs"); the converted JSON is capped well above any real policy. */
+#define YAML_JSON_MAX (16u * 1024 * 1024)
+#define YAML_MAX_DEPTH 64
+
+static const char default_json[] =
+    "{\"customers\":[{\"name\":\"default\","
+    "\"networks\":[\"127.0.0.1/32\",\"::1/128\"],"
+    "\"max_sessions\":100,\"max_message_size\":10485760,"
+    "\"max_recipients\":1000,\"require_tls\":false}]}";
+
+const char *policy_default_json(void)
+{
+    return default_json;
+}
+
+/* Copies untrusted text into an error message: at most 64 bytes, with
+ * anything that is not printable ASCII shown as '?'. */
+static void sanitize(char *dst, size_t dstlen, const char *src, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len && n + 4 < dstlen && i < 64; i++)
+        dst[n++] = (src[i] >= 0x20 && src[i] < 0x7f) ? src[i] : '?';
+    if (len > 64 && n + 4 < dstlen) {
+        memcpy(dst + n, "...", 3);
+        n += 3;
+    }
+    dst[n] = '\0';
+}
+
+/* ---- networks ------------------------------------------------------------ */
+
+static void zero_host_bits(uint8_t *addr, unsigned prefix, unsigned bits)
+{
+    for (unsigned i = prefix; i < bits; i++)
+        addr[i / 8] &= (uint8_t) ~(0x80u >> (i % 8));
+}
+
+/* Parses "a.b.c.d/len", "v6/len" or a plain address (a host route). */
+static bool parse_cidr(const char *s, size_t len, struct policy_net *net)
+{
+    const char *slash = memchr(s, '/', len);
+    size_t alen = slash != NULL ? (size_t)(slash - s) : len;
+    char buf[INET6_ADDRSTRLEN];
+    if (alen == 0 || alen >= sizeof buf)
+        return false;
+    memcpy(buf, s, alen);
+    buf[alen] = '\0';
+
+    memset(net, 0, sizeof *net);
+    unsigned bits;
+    if (memchr(buf, ':', alen) != NULL) {
+        net->family = AF_INET6;
+        bits = 128;
+    } else {
+        net->family = AF_INET;
+        bits = 32;
+    }
+    if (inet_pton(net->family, buf, net->addr) != 1)
+        return false;
+
+    unsigned prefix = bits;
+    if (slash != NULL) {
+        const char *p = slash + 1;
+        size_t plen = len - alen - 1;
+        if (plen == 0 || plen > 3)
+            return false;
+        prefix = 0;
+        for (size_t i = 0; i < plen; i++) {
+            if (p[i] < '0' || p[i] > '9')
+                return false;
+            prefix = prefix * 10 + (unsigned)(p[i] - '0');
+        }
+        if (prefix > bits)
+            return false;
+    }
+    net->prefix = prefix;
+    zero_host_bits(net->addr, prefix, bits);
+
+    /* ::ffff:0:0/96 and longer is IPv4 space written as IPv6. */
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0,    0,
+                                       0, 0, 0, 0, 0xff, 0xff};
+    if (net->family == AF_INET6 && prefix >= 96 &&
+        memcmp(net->addr, mapped, 12) == 0) {
+        uint8_t v4[4];
+        memcpy(v4, net->addr + 12, 4);
+        memset(net->addr, 0, sizeof net->addr);
+        memcpy(net->addr, v4, 4);
+        net->family = AF_INET;
+        net->prefix = prefix - 96;
+    }
+    return true;
+}
+
+static bool prefix_match(const uint8_t *net, const uint8_t *addr,
+                         unsigned prefix)
+{
+    unsigned full = prefix / 8, rest = prefix % 8;
+    if (memcmp(net, addr, full) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    uint8_t mask = (uint8_t)(0xffu << (8 - rest));
+    return (net[full] & mask) == (addr[full] & mask);
+}
+
+bool policy_allows(const struct policy_customer *c, const struct sockaddr *sa)
+{
+    if (c == NULL || sa == NULL)
+        return false;
+    int family;
+    uint8_t addr[16] = {0};
+    if (sa->sa_family == AF_INET) {
+        struct sockaddr_in in;
+        memcpy(&in, sa, sizeof in);
+        memcpy(addr, &in.sin_addr, 4);
+        family = AF_INET;
+    } else if (sa->sa_family == AF_INET6) {
+        struct sockaddr_in6 in6;
+        memcpy(&in6, sa, sizeof in6);
+        if (IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr)) {
+            memcpy(addr, in6.sin6_addr.s6_addr + 12, 4);
+            family = AF_INET;
+        } else {
+            memcpy(addr, in6.sin6_addr.s6_addr, 16);
+            family = AF_INET6;
+        }
+    } else {
+        return false;
+    }
+    for (unsigned i = 0; i < c->n_nets; i++) {
+        const struct policy_net *n = &c->nets[i];
+        if (n->family == family && prefix_match(n->addr, addr, n->prefix))
+            return true;
+    }
+    return false;
+}
+
+const struct policy_customer *policy_find(const struct policy *p,
+                                          const char *name)
+{
+    if (p == NULL || name == NULL)
+        return NULL;
+    for (unsigned i = 0; i < p->n_customers; i++)
+        if (strcmp(p->customers[i].name, name) == 0)
+            return &p->customers[i];
+    return NULL;
+}
+
+void policy_free(struct policy *p)
+{
+    if (p == NULL)
+        return;
+    for (unsigned i = 0; i < p->n_customers; i++) {
+        free(p->customers[i].name);
+        free(p->customers[i].nets);
+    }
+    free(p->customers);
+    free(p);
+}
+
+/* ---- JSON validation ------------------------------------------------------
+ */
+
+static bool valid_name(const char *s, size_t len)
+{
+    if (len == 0 || len > 64)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* Reads an optional integer member into *out (left alone when absent). */
+static int get_int(json_t *obj, const char *key, unsigned idx, long long min,
+                   long long max, long long *out, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < min ||
+        json_integer_value(v) > max)
+        return sr_err(err, errlen, SR_EINVAL,
+                      "customers[%u].%s: must be an integer between %lld and "
+                      "%lld",
+                      idx, key, min, max);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static int parse_networks(json_t *v, unsigned idx, struct policy_customer *c,
+                          char *err, size_t errlen)
+{
+    if (!json_is_array(v))
+        return sr_err(err, errlen, SR_EINVAL,
+                      "customers[%u].networks: must be an array of CIDR "
+                      "strings",
+                      idx);
+    size_t n = json_array_size(v);
+    if (n == 0)
+        return 0;
+    if (n > UINT32_MAX)
+        return sr_err(err, errlen, SR_EINVAL,
+                      "customers[%u].networks: too many networks", idx);
+    c->nets = calloc(n, sizeof *c->nets);
+    if (c->nets == NULL)
+        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = json_array_get(v, i);
+        if (!json_is_string(s))
+            return sr_err(err, errlen, SR_EINVAL,
+                          "customers[%u].networks[%zu]: must be a CIDR string",
+                          idx, i);
+        const char *text = json_string_value(s);
+        size_t len = json_string_length(s);
+        if (!parse_cidr(text, len, &c->nets[i])) {
+            char shown[80];
+            sanitize(shown, sizeof shown, text, len);
+            return sr_err(err, errlen, SR_EINVAL,
+                          "customers[%u].networks[%zu]: bad CIDR '%s'", idx, i,
+                          shown);
+        }
+        c->n_nets = (unsigned)(i + 1);
+    }
+    return 0;
+}
+
+static const char *const customer_keys[] = {
+    "name",           "networks",    "max_sessions", "max_message_size",
+    "max_recipients", "require_tls",
+};
+
+static int parse_customer(json_t *obj, unsigned idx, struct policy_customer *c,
+                          char *err, size_t errlen)
+{
+    if (!json_is_object(obj))
+        return sr_err(err, errlen, SR_EINVAL,
+                      "customers[%u]: must be an object", idx);
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        bool known = false;
+        for (size_t i = 0; i < sizeof customer_keys / sizeof *customer_keys;
+             i++)
+            known = known || strcmp(key, customer_keys[i]) == 0;
+        if (!known) {
+            char shown[80];
+            sanitize(shown, sizeof shown, key, strlen(key));
+            return sr_err(err, errlen, SR_EINVAL,
+                          "customers[%u].%s: unknown key", idx, shown);
+        }
+    }
+
+    v = json_object_get(obj, "name");
+    if (v == NULL)
+        return sr_err(err, errlen, SR_EINVAL, "customers[%u].name: required",
+                      idx);
+    if (!json_is_string(v) ||
+        !valid_name(json_string_value(v), json_string_length(v)))
+        return sr_err(err, errlen, SR_EINVAL,
+                      "customers[%u].name: must be 1 to 64 characters of "
+                      "A-Z a-z 0-9 _ . -",
+                      idx);
+    c->name = strdup(json_string_value(v));
+    if (c->name == NULL)
+        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+
+    /* No networks means no client may use the customer: deny by default. */
+    v = json_object_get(obj, "networks");
+    if (v != NULL) {
+        int rc = parse_networks(v, idx, c, err, errlen);
+        if (rc != 0)
+            return rc;
+    }
+
+    long long sessions = DEFAULT_MAX_SESSIONS;
+    long long size = DEFAULT_MAX_MESSAGE_SIZE;
+    long long rcpts = DEFAULT_MAX_RECIPIENTS;
+    int rc =
+        get_int(obj, "max_sessions", idx, 1, 100000, &sessions, err, errlen);
+    if (rc == 0)
+        rc = get_int(obj, "max_message_size", idx, 1024, 1073741824, &size, err,
+                     errlen);
+    if (rc == 0)
+        rc =
+            get_int(obj, "max_recipients", idx, 1, 100000, &rcpts, err, errlen);
+    if (rc != 0)
+        return rc;
+    c->max_sessions = (unsigned)sessions;
+    c->max_message_size = (size_t)size;
+    c->max_recipients = (unsigned)rcpts;
+
+    v = json_object_get(obj, "require_tls");
+    if (v != NULL && !json_is_boolean(v))
+        return sr_err(err, errlen, SR_EINVAL,
+                      "customers[%u].require_tls: must be true or false", idx);
+    c->require_tls = v != NULL && json_is_true(v);
+    return 0;
+}
+
+struct name_ref {
+    const char *name;
+    unsigned idx;
+};
+
+static int cmp_name_ref(const void *a, const void *b)
+{
+    const struct name_ref *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    if (c != 0)
+        return c;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Finds duplicate names in O(n log n): a policy may list many customers.
+ * Reports the earliest second occurrence, as a linear scan would. */
+static int check_unique(const struct policy *p, char *err, size_t errlen)
+{
+    if (p->n_customers < 2)
+        return 0;
+    struct name_ref *refs = calloc(p->n_customers, sizeof *refs);
+    if (refs == NULL)
+        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+    for (unsigned i = 0; i < p->n_customers; i++)
+        refs[i] = (struct name_ref){p->customers[i].name, i};
+    qsort(refs, p->n_customers, sizeof *refs, cmp_name_ref);
+    unsigned dup = UINT32_MAX, first = 0, group = 0;
+    for (unsigned i = 1; i < p->n_customers; i++) {
+        if (strcmp(refs[i].name, refs[i - 1].name) != 0) {
+            group = i;
+            continue;
+        }
+        if (refs[i].idx < dup) {
+            dup = refs[i].idx;
+            first = refs[group].idx;
+        }
+    }
+    free(refs);
+    if (dup == UINT32_MAX)
+        return 0;
+    return sr_err(err, errlen, SR_EINVAL,
+                  "customers[%u].name: duplicate name '%s' (also "
+                  "customers[%u])",
+                  dup, p->customers[dup].name, first);
+}
+
+static int parse_root(json_t *root, struct policy *p, char *err, size_t errlen)
+{
+    if (!json_is_object(root))
+        return sr_err(err, errlen, SR_EINVAL,
+                      "policy: must be an object with a \"customers\" array");
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v)
+    {
+        if (strcmp(key, "customers") != 0) {
+            char shown[80];
+            sanitize(shown, sizeof shown, key, strlen(key));
+            return sr_err(err, errlen, SR_EINVAL, "%s: unknown key", shown);
+        }
+    }
+    json_t *list = json_object_get(root, "customers");
+    if (list == NULL)
+        return sr_err(err, errlen, SR_EINVAL, "customers: required");
+    size_t n = json_array_size(list);
+    if (!json_is_array(list) || n == 0)
+        return sr_err(err, errlen, SR_EINVAL,
+                      "customers: must be a non-empty array");
+    if (n > UINT32_MAX - 1)
+        return sr_err(err, errlen, SR_EINVAL, "customers: too many");
+    p->customers = calloc(n, sizeof *p->customers);
+    if (p->customers == NULL)
+        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        /* Counted before parsing so policy_free sees partial entries. */
+        p->n_customers = (unsigned)(i + 1);
+        int rc = parse_customer(json_array_get(list, i), (unsigned)i,
+                                &p->customers[i], err, errlen);
+        if (rc != 0)
+            return rc;
+    }
+    return check_unique(p, err, errlen);
+}
+
+int policy_parse_json(const char *json, size_t len, struct policy **out,
+                      char *err, size_t errlen)
+{
+    *out = NULL;
+    if (json == NULL)
+        return sr_err(err, errlen, SR_EINVAL, "policy: no document");
+    json_error_t je;
+    json_t *root =
+        json_loadb(json, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    if (root == NULL)
+        return sr_err(err, errlen, SR_EPARSE, "line %d, column %d: %s", je.line,
+                      je.column, je.text);
+    struct policy *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        json_decref(root);
+        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+    }
+    int rc = parse_root(root, p, err, errlen);
+    json_decref(root);
+    if (rc != 0) {
+        policy_free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+/* ---- YAML to JSON -------------------------------------------------------- */
+
+/* The converter walks libfyaml's tree and writes JSON itself rather than
+ * using libfyaml's JSON emitter, so that it controls exactly what it
+ * produces: aliases are expanded within a size budget, scalars are typed by
+ * the YAML 1.2 core schema (plain true/false/null and JSON-shaped numbers;
+ * everything else, quoted or not, is a string), and the output is always
+ * valid UTF-8 JSON or an error. */
+struct out {
+    char *p;
+    size_t len, cap;
+    int rc;
+    char *err;
+    size_t errlen;
+};
+
+static int node_line(struct fy_node *n)
+{
+    if (n == NULL || !fy_node_is_scalar(n))
+        return 0;
+    struct fy_token *t = fy_node_get_scalar_token(n);
+    const struct fy_mark *m = t != NULL ? fy_token_start_mark(t) : NULL;
+    return m != NULL ? m->line + 1 : 0;
+}
+
+static void out_fail(struct out *o, int code, struct fy_node *at,
+                     const char *msg)
+{
+    if (o->rc != 0)
+        return;
+    int line = node_line(at);
+    if (line > 0)
+        o->rc = sr_err(o->err, o->errlen, code, "line %d: %s", line, msg);
+    else
+        o->rc = sr_err(o->err, o->errlen, code, "%s", msg);
+}
+
+static void put(struct out *o, const char *s, size_t n)
+{
+    if (o->rc != 0)
+        return;
+    if (n > YAML_JSON_MAX - o->len) {
+        out_fail(o, SR_EPARSE, NULL,
+                 "document expands to more than 16 MiB of JSON (aliases?)");
+        return;
+    }
+    if (o->len + n + 1 > o->cap) {
+        size_t cap = o->cap ? o->cap : 256;
+        while (cap < o->len + n + 1)
+            cap *= 2;
+        char *p = realloc(o->p, cap);
+        if (p == NULL) {
+            o->rc = sr_err(o->err, o->errlen, SR_ENOMEM, "out of memory");
+            return;
+        }
+        o->p = p;
+        o->cap = cap;
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+    o->p[o->len] = '\0';
+}
+
+static void puts_lit(struct out *o, const char *s)
+{
+    put(o, s, strlen(s));
+}
+
+/* Decodes the UTF-8 sequence at s into *cp and returns its length, or 0 if
+ * it is not valid UTF-8 (RFC 3629 3: no overlong forms, no surrogates,
+ * nothing above U+10FFFF). */
+static size_t utf8_decode(const unsigned char *s, size_t len, unsigned *cp)
+{
+    unsigned c = s[0], min;
+    size_t n;
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2, *cp = c & 0x1f, min = 0x80;
+    } else if ((c & 0xf0) == 0xe0) {
+        n = 3, *cp = c & 0x0f, min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4, *cp = c & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (len < n)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        *cp = (*cp << 6) | (s[i] & 0x3f);
+    }
+    if (*cp < min || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+/* Writes s as a JSON string (RFC 8259 7). */
+static void put_string(struct out *o, struct fy_node *at, const char *s,
+                       size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    put(o, "\"", 1);
+    size_t start = 0, i = 0;
+    while (i < len && o->rc == 0) {
+        unsigned char c = u[i];
+        const char *esc = NULL;
+        char hex[8];
+        if (c == '"')
+            esc = "\\\"";
+        else if (c == '\\')
+            esc = "\\\\";
+        else if (c == '\n')
+            esc = "\\n";
+        else if (c == '\r')
+            esc = "\\r";
+        else if (c == '\t')
+            esc = "\\t";
+        else if (c < 0x20) {
+            snprintf(hex, sizeof hex, "\\u%04x", c);
+            esc = hex;
+        }
+        if (esc != NULL) {
+            put(o, s + start, i - start);
+            puts_lit(o, esc);
+            start = ++i;
+            continue;
+        }
+        unsigned cp;
+        size_t n = utf8_decode(u + i, len - i, &cp);
+        if (n == 0) {
+            out_fail(o, SR_EPARSE, at, "string is not valid UTF-8");
+            return;
+        }
+        i += n;
+    }
+    put(o, s + start, len - start);
+    put(o, "\"", 1);
+}
+
+/* RFC 8259 6: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+static bool json_number(const char *s, size_t len)
+{
+    size_t i = 0;
+#define DIGIT(k) ((k) < len && s[k] >= '0' && s[k] <= '9')
+    if (i < len && s[i] == '-')
+        i++;
+    if (i < len && s[i] == '0')
+        i++;
+    else if (DIGIT(i))
+        while (DIGIT(i))
+            i++;
+    else
+        return false;
+    if (i < len && s[i] == '.') {
+        i++;
+        if (!DIGIT(i))
+            return false;
+        while (DIGIT(i))
+            i++;
+    }
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < len && (s[i] == '+' || s[i] == '-'))
+            i++;
+        if (!DIGIT(i))
+            return false;
+        while (DIGIT(i))
+            i++;
+    }
+#undef DIGIT
+    return i == len;
+}
+
+static bool text_is(const char *s, size_t len, const char *lit)
+{
+    return strlen(lit) == len && memcmp(s, lit, len) == 0;
+}
+
+static void put_scalar(struct out *o, struct fy_node *n)
+{
+    size_t len, tlen;
+    const char *s = fy_node_get_scalar(n, &len);
+    if (s == NULL) {
+        s = "";
+        len = 0;
+    }
+    const char *tag = fy_node_get_tag(n, &tlen);
+    bool str_tag = tag != NULL && text_is(tag, tlen, "tag:yaml.org,2002:str");
+    if (fy_node_get_style(n) == FYNS_PLAIN && !str_tag) {
+        if (len == 0 || text_is(s, len, "~") || text_is(s, len, "null") ||
+            text_is(s, len, "Null") || text_is(s, len, "NULL")) {
+            puts_lit(o, "null");
+            return;
+        }
+        if (text_is(s, len, "true") || text_is(s, len, "True") ||
+            text_is(s, len, "TRUE")) {
+            puts_lit(o, "true");
+            return;
+        }
+        if (text_is(s, len, "false") || text_is(s, len, "False") ||
+            text_is(s, len, "FALSE")) {
+            puts_lit(o, "false");
+            return;
+        }
+        if (json_number(s, len)) {
+            put(o, s, len);
+            return;
+        }
+    }
+    put_string(o, n, s, len);
+}
+
+static void put_node(struct out *o, struct fy_node *n, int depth)
+{
+    if (o->rc != 0)
+        return;
+    if (depth > YAML_MAX_DEPTH) {
+        out_fail(o, SR_EPARSE, n,
+                 "nested deeper than 64 levels (recursive alias?)");
+        return;
+    }
+    if (n == NULL) {
+        puts_lit(o, "null");
+        return;
+    }
+    if (fy_node_is_alias(n)) {
+        struct fy_node *target = fy_node_resolve_alias(n);
+        if (target == NULL) {
+            out_fail(o, SR_EPARSE, n, "alias to unknown anchor");
+            return;
+        }
+        put_node(o, target, depth + 1);
+        return;
+    }
+    void *it = NULL;
+    bool first = true;
+    switch (fy_node_get_type(n)) {
+    case FYNT_SCALAR:
+        put_scalar(o, n);
+        break;
+    case FYNT_SEQUENCE: {
+        struct fy_node *item;
+        put(o, "[", 1);
+        while (o->rc == 0 &&
+               (item = fy_node_sequence_iterate(n, &it)) != NULL) {
+            if (!first)
+                put(o, ",", 1);
+            first = false;
+            put_node(o, item, depth + 1);
+        }
+        put(o, "]", 1);
+        break;
+    }
+    case FYNT_MAPPING: {
+        struct fy_node_pair *pair;
+        put(o, "{", 1);
+        while (o->rc == 0 && (pair = fy_node_mapping_iterate(n, &it)) != NULL) {
+            struct fy_node *k = fy_node_pair_key(pair);
+            if (k != NULL && fy_node_is_alias(k))
+                k = fy_node_resolve_alias(k);
+            if (k == NULL || !fy_node_is_scalar(k)) {
+                out_fail(o, SR_EPARSE, fy_node_pair_key(pair),
+                         "mapping keys must be scalars to convert to JSON");
+                return;
+            }
+            if (!first)
+                put(o, ",", 1);
+            first = false;
+            size_t klen;
+            const char *ks = fy_node_get_scalar(k, &klen);
+            put_string(o, k, ks != NULL ? ks : "", ks != NULL ? klen : 0);
+            put(o, ":", 1);
+            put_node(o, fy_node_pair_value(pair), depth + 1);
+        }
+        put(o, "}", 1);
+        break;
+    }
+    default:
+        out_fail(o, SR_EPARSE, n, "unsupported YAML node");
+        break;
+    }
+}
+
+static int yaml_error(struct fy_diag *diag, char *err, size_t errlen)
+{
+    void *it = NULL;
+    struct fy_diag_error *e;
+    while ((e = fy_diag_errors_iterate(diag, &it)) != NULL) {
+        if (e->type >= FYET_ERROR)
+            return sr_err(err, errlen, SR_EPARSE, "line %d, column %d: %s",
+                          e->line, e->column, e->msg ? e->msg : "YAML error");
+    }
+    return sr_err(err, errlen, SR_EPARSE, "YAML parse failed");
+}
+
+/* YAML 1.2 5.1: a stream holds only printable characters (c-printable). */
+static bool yaml_printable(unsigned cp)
+{
+    return cp == 0x9 || cp == 0xa || cp == 0xd || (cp >= 0x20 && cp <= 0x7e) ||
+           cp == 0x85 || (cp >= 0xa0 && cp <= 0xd7ff) ||
+           (cp >= 0xe000 && cp <= 0xfffd) || (cp >= 0x10000 && cp <= 0x10ffff);
+}
+
+/* Checks the text before libfyaml sees it and returns a NUL-terminated copy
+ * to parse. libfyaml 0.7.12 can loop forever or read out of bounds on
+ * invalid UTF-8 (upstream issue #101, a hang in fy_scan_directive on
+ * "%\xe9"), and it scans its input as a C string; so only valid UTF-8 of
+ * YAML's printable characters ever reaches it, never the caller's
+ * unterminated buffer. */
+static int yaml_copy(const char *s, size_t len, char **copy, char *err,
+                     size_t errlen)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    int line = 1;
+    for (size_t i = 0; i < len;) {
+        unsigned cp;
+        size_t n = utf8_decode(u + i, len - i, &cp);
+        if (n == 0)
+            return sr_err(err, errlen, SR_EPARSE, "line %d: invalid UTF-8",
+                          line);
+        if (!yaml_printable(cp))
+            return sr_err(err, errlen, SR_EPARSE,
+                          "line %d: character U+%04X is not allowed in YAML",
+                          line, cp);
+        line += cp == '\n';
+        i += n;
+    }
+    *copy = malloc(len + 1);
+    if (*copy == NULL)
+        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+    memcpy(*copy, s, len);
+    (*copy)[len] = '\0';
+    return 0;
+}
+
+/* Walks the tree before any value is read, refusing what libfyaml 0.7.12
+ * would get wrong:
+ * - two adjacent '' escapes in a single-quoted scalar are unescaped wrongly
+ *   ('a''''b' reads as "a'''" instead of "a''b") and, with more of them, the
+ *   text is lost and its buffer leaked. They are found in the source bytes
+ *   (the token marks are byte offsets into text, quotes excluded).
+ * - an alias name with '/' is taken as a path expression by
+ *   fy_node_resolve_alias, whose parse errors go to stderr. */
+static int check_tree(struct fy_node *n, const char *text, size_t len,
+                      int depth, char *err, size_t errlen)
+{
+    if (n == NULL)
+        return 0;
+    if (fy_node_is_alias(n)) {
+        /* The target is checked where it is defined. */
+        size_t nlen;
+        const char *name = fy_node_get_scalar(n, &nlen);
+        if (name != NULL && memchr(name, '/', nlen) != NULL)
+            return sr_err(err, errlen, SR_EPARSE,
+                          "line %d: alias names containing '/' are not "
+                          "supported",
+                          node_line(n));
+        return 0;
+    }
+    if (depth > 256)
+        return sr_err(err, errlen, SR_EPARSE, "YAML nested too deeply");
+    void *it = NULL;
+    switch (fy_node_get_type(n)) {
+    case FYNT_SCALAR: {
+        if (fy_node_get_style(n) != FYNS_SINGLE_QUOTED)
+            return 0;
+        struct fy_token *t = fy_node_get_scalar_token(n);
+        const struct fy_mark *a = t != NULL ? fy_token_start_mark(t) : NULL;
+        const struct fy_mark *b = t != NULL ? fy_token_end_mark(t) : NULL;
+        if (a == NULL || b == NULL || b->input_pos > len ||
+            a->input_pos > b->input_pos)
+            return sr_err(err, errlen, SR_EPARSE,
+                          "single-quoted string without a source position");
+        for (size_t i = a->input_pos; i + 4 <= b->input_pos; i++)
+            if (memcmp(text + i, "''''", 4) == 0)
+                return sr_err(err, errlen, SR_EPARSE,
+                              "line %d: adjacent '' escapes in a single-quoted "
+                              "string are not supported; use double quotes",
+                              a->line + 1);
+        return 0;
+    }
+    case FYNT_SEQUENCE: {
+        struct fy_node *item;
+        while ((item = fy_node_sequence_iterate(n, &it)) != NULL) {
+            int rc = check_tree(item, text, len, depth + 1, err, errlen);
+            if (rc != 0)
+                return rc;
+        }
+        return 0;
+    }
+    case FYNT_MAPPING: {
+        struct fy_node_pair *pair;
+        while ((pair = fy_node_mapping_iterate(n, &it)) != NULL) {
+            int rc = check_tree(fy_node_pair_key(pair), text, len, depth + 1,
+                                err, errlen);
+            if (rc == 0)
+                rc = check_tree(fy_node_pair_value(pair), text, len, depth + 1,
+                                err, errlen);
+            if (rc != 0)
+                return rc;
+        }
+        return 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+int policy_yaml_to_json(const char *yaml, size_t len, char **json, char *err,
+                        size_t errlen)
+{
+    *json = NULL;
+    struct out o = {.err = err, .errlen = errlen};
+    if (yaml == NULL || len == 0) {
+        /* An empty YAML stream is the null document. */
+        puts_lit(&o, "null");
+        if (o.rc == 0)
+            *json = o.p;
+        return o.rc;
+    }
+    char *text;
+    int rc = yaml_copy(yaml, len, &text, err, errlen);
+    if (rc != 0)
+        return rc;
+    struct fy_diag_cfg dcfg;
+    fy_diag_cfg_default(&dcfg);
+    dcfg.fp = NULL;
+    dcfg.colorize = false;
+    struct fy_diag *diag = fy_diag_create(&dcfg);
+    if (diag == NULL) {
+        free(text);
+        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+    }
+    /* Collected, not printed: clusterctl shows the one-line message. */
+    fy_diag_set_collect_errors(diag, true);
+    struct fy_parse_cfg pcfg = {.flags = FYPCF_QUIET, .diag = diag};
+    struct fy_parser *fyp = fy_parser_create(&pcfg);
+    if (fyp == NULL) {
+        fy_diag_destroy(diag);
+        free(text);
+        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+    }
+    if (fy_parser_set_string(fyp, text, len) != 0) {
+        o.rc = sr_err(err, errlen, SR_ENOMEM, "out of memory");
+    } else {
+        struct fy_document *fyd = fy_parse_load_document(fyp);
+        if (fyd == NULL) {
+            if (fy_diag_got_error(diag))
+                o.rc = yaml_error(diag, err, errlen);
+            else
+                puts_lit(&o, "null");
+        } else {
+            o.rc = check_tree(fy_document_root(fyd), text, len, 0, err, errlen);
+            put_node(&o, fy_document_root(fyd), 0);
+            fy_parse_document_destroy(fyp, fyd);
+            if (o.rc == 0) {
+                struct fy_document *extra = fy_parse_load_document(fyp);
+                if (extra != NULL) {
+                    fy_parse_document_destroy(fyp, extra);
+                    o.rc = sr_err(err, errlen, SR_EPARSE,
+                                  "only one YAML document is allowed");
+                } else if (fy_diag_got_error(diag)) {
+                    o.rc = yaml_error(diag, err, errlen);
+                }
+            }
+        }
+    }
+    fy_parser_destroy(fyp);
+    fy_diag_destroy(diag);
+    free(text);
+    if (o.rc != 0) {
+        free(o.p);
+        return o.rc;
+    }
+    *json = o.p;
+    return 0;
+}

@@ -1,0 +1,69 @@
+/*
+ * policy.h - the cluster policy: customers, their listeners and limits.
+ *
+ * The policy is replicated through Raft as a JSON document (so that every
+ * node applies the same bytes); operators write it as YAML and clusterctl
+ * converts it with policy_yaml_to_json(). policy_parse_json() validates a
+ * document fully and names the offending key on error; a node refuses to
+ * propose a policy that does not parse.
+ *
+ * Document shape (docs/CONFIG.md has the full reference):
+ *   { "customers": [ { "name": "default",
+ *                      "networks": ["127.0.0.1/32", "::1/128"],
+ *                      "max_sessions": 100,
+ *                      "max_message_size": 10485760,
+ *                      "max_recipients": 1000,
+ *                      "require_tls": false } ] }
+ *
+ * Ownership: struct policy owns everything in it; policy_free() frees it.
+ * Immutable after parsing, so it can be shared read-only.
+ */
+#ifndef SR_POLICY_H
+#define SR_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct policy_net {
+    int family;          /* AF_INET or AF_INET6 */
+    uint8_t addr[16];    /* network address, host bits zeroed */
+    unsigned prefix;     /* prefix length */
+};
+
+struct policy_customer {
+    char *name;
+    struct policy_net *nets;
+    unsigned n_nets;
+    unsigned max_sessions;    /* simultaneous SMTP sessions per node */
+    size_t max_message_size;  /* bytes */
+    unsigned max_recipients;  /* per message */
+    bool require_tls;         /* MAIL refused before STARTTLS */
+};
+
+struct policy {
+    struct policy_customer *customers;
+    unsigned n_customers;
+};
+
+int policy_parse_json(const char *json, size_t len, struct policy **out,
+                      char *err, size_t errlen);
+/* Converts a YAML policy file's text into a compact JSON string (malloc'd,
+ * returned in *json). Does not validate beyond YAML syntax. */
+int policy_yaml_to_json(const char *yaml, size_t len, char **json, char *err,
+                        size_t errlen);
+void policy_free(struct policy *p);
+
+/* The dev cluster's policy: customer "default" allowing 127.0.0.1 and ::1.
+ * Returns a static string. */
+const char *policy_default_json(void);
+
+const struct policy_customer *policy_find(const struct policy *p,
+                                          const char *name);
+/* True if sa (AF_INET/AF_INET6, v4-mapped v6 treated as v4) is inside one of
+ * the customer's networks. */
+bool policy_allows(const struct policy_customer *c,
+                   const struct sockaddr *sa);
+
+#endif

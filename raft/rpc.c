@@ -1,0 +1,548 @@
+/* rpc.c - node-to-node RPC over TCP (see rpc.h). */
+#include "raft/rpc.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "node/config.h"
+#include "node/errors.h"
+#include "node/log.h"
+#include "proto/codec.h"
+
+#define RPC_IDLE_MS 120000
+#define RPC_SWEEP_MS 100
+
+/* A request waiting for its response; owned by its peer's list. */
+struct pending {
+    struct pending *next;
+    uint64_t id;
+    uint64_t deadline;
+    rpc_resp_cb cb;
+    void *ud;
+};
+
+/* Receive buffer shared by both connection kinds. */
+struct rbuf {
+    uint8_t *p;
+    size_t len, cap;
+};
+
+/* Outgoing connection to one peer; owned by struct rpc. */
+struct peer {
+    struct peer *next;
+    struct rpc *rpc;
+    uint64_t id;
+    char address[128];
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    int state; /* 0 closed, 1 connecting, 2 connected, 3 closing */
+    struct pending *pending;
+    uv_buf_t *queued; /* frames written before connect completes */
+    size_t n_queued;
+    struct rbuf in;
+};
+
+/* Incoming connection; owned by struct rpc; freed in its close callback. */
+struct sconn {
+    struct sconn *next, *prev;
+    struct rpc *rpc;
+    uv_tcp_t tcp;
+    struct rbuf in;
+    struct rpc_call *calls; /* outstanding, so they can be detached */
+    uint64_t last_active;
+    int closing;
+};
+
+struct rpc_call {
+    struct rpc_call *next, *prev;
+    struct sconn *conn; /* NULL once the connection is gone */
+    struct rpc *rpc;
+    Sr__Rpc *req;
+};
+
+struct rpc {
+    uv_loop_t *loop;
+    uint64_t self;
+    uint64_t next_id;
+    uv_tcp_t listener;
+    uv_timer_t sweep;
+    rpc_handler_fn handler;
+    void *ud;
+    struct peer *peers;
+    struct sconn *conns;
+    int open_handles;
+    int closing;
+};
+
+static int parse_addr(const char *address, struct sockaddr_storage *ss)
+{
+    char host[100];
+    int port;
+    if (config_split_address(address, host, sizeof host, &port) != 0)
+        return SR_EINVAL;
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
+        return 0;
+    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
+        return 0;
+    return SR_EINVAL;
+}
+
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)hint;
+    (void)h;
+    buf->base = malloc(65536);
+    buf->len = buf->base ? 65536 : 0;
+}
+
+static int rbuf_add(struct rbuf *b, const char *d, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 65536;
+        while (cap < b->len + n)
+            cap *= 2;
+        uint8_t *p = realloc(b->p, cap);
+        if (p == NULL)
+            return SR_ENOMEM;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, d, n);
+    b->len += n;
+    return 0;
+}
+
+/* Calls fn for every complete frame; returns SR_EPARSE on a bad frame. */
+static int rbuf_frames(struct rbuf *b, void (*fn)(void *, Sr__Rpc *),
+                       void *arg)
+{
+    size_t off = 0;
+    int rc = 0;
+    for (;;) {
+        long n = codec_rpc_frame_size(b->p + off, b->len - off);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            rc = SR_EPARSE;
+            break;
+        }
+        Sr__Rpc *m;
+        if (codec_rpc_decode(b->p + off, (size_t)n, &m) != 0) {
+            rc = SR_EPARSE;
+            break;
+        }
+        off += (size_t)n;
+        fn(arg, m);
+    }
+    memmove(b->p, b->p + off, b->len - off);
+    b->len -= off;
+    return rc;
+}
+
+static void write_done(uv_write_t *w, int status)
+{
+    (void)status;
+    free(w->data);
+    free(w);
+}
+
+static int write_frame(uv_stream_t *s, uint8_t *frame, size_t len)
+{
+    uv_write_t *w = malloc(sizeof *w);
+    if (w == NULL) {
+        free(frame);
+        return SR_ENOMEM;
+    }
+    w->data = frame;
+    uv_buf_t b = uv_buf_init((char *)frame, (unsigned)len);
+    if (uv_write(w, s, &b, 1, write_done) != 0) {
+        free(frame);
+        free(w);
+        return SR_EIO;
+    }
+    return 0;
+}
+
+static void rpc_unref(struct rpc *r);
+static void handle_closed(uv_handle_t *h);
+
+/* ---- client side ---- */
+
+static void peer_fail_all(struct peer *p, int status)
+{
+    struct pending *list = p->pending;
+    p->pending = NULL;
+    while (list) {
+        struct pending *q = list;
+        list = q->next;
+        q->cb(q->ud, status, NULL);
+        free(q);
+    }
+}
+
+static void peer_closed(uv_handle_t *h)
+{
+    struct peer *p = h->data;
+    p->state = 0;
+    rpc_unref(p->rpc);
+}
+
+static void peer_drop(struct peer *p, int status)
+{
+    if (p->state == 0 || p->state == 3)
+        return;
+    for (size_t i = 0; i < p->n_queued; i++)
+        free(p->queued[i].base);
+    free(p->queued);
+    p->queued = NULL;
+    p->n_queued = 0;
+    p->in.len = 0;
+    p->state = 3;
+    uv_close((uv_handle_t *)&p->tcp, peer_closed);
+    peer_fail_all(p, status);
+}
+
+static void peer_on_frame(void *arg, Sr__Rpc *m)
+{
+    struct peer *p = arg;
+    struct pending **pp = &p->pending;
+    while (*pp && (*pp)->id != m->id)
+        pp = &(*pp)->next;
+    if (*pp && m->response) {
+        struct pending *q = *pp;
+        *pp = q->next;
+        q->cb(q->ud, 0, m);
+        free(q);
+    }
+    sr__rpc__free_unpacked(m, NULL);
+}
+
+static void peer_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct peer *p = s->data;
+    if (n > 0 && rbuf_add(&p->in, buf->base, (size_t)n) == 0) {
+        if (rbuf_frames(&p->in, peer_on_frame, p) != 0)
+            peer_drop(p, SR_EIO);
+    } else if (n < 0) {
+        peer_drop(p, SR_EIO);
+    }
+    free(buf->base);
+}
+
+static void peer_connected(uv_connect_t *c, int status)
+{
+    struct peer *p = c->data;
+    if (p->state != 1)
+        return;
+    if (status != 0) {
+        LOG_DEBUG("event=rpc_connect_failed peer=%llu address=%s error=%s",
+                  (unsigned long long)p->id, p->address, uv_strerror(status));
+        peer_drop(p, SR_EIO);
+        return;
+    }
+    p->state = 2;
+    uv_tcp_nodelay(&p->tcp, 1);
+    uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, peer_read);
+    for (size_t i = 0; i < p->n_queued; i++)
+        write_frame((uv_stream_t *)&p->tcp, (uint8_t *)p->queued[i].base,
+                    p->queued[i].len);
+    free(p->queued);
+    p->queued = NULL;
+    p->n_queued = 0;
+}
+
+static struct peer *peer_get(struct rpc *r, uint64_t id, const char *address)
+{
+    struct peer *p;
+    for (p = r->peers; p; p = p->next)
+        if (p->id == id)
+            break;
+    if (p == NULL) {
+        p = calloc(1, sizeof *p);
+        if (p == NULL)
+            return NULL;
+        p->rpc = r;
+        p->id = id;
+        p->next = r->peers;
+        r->peers = p;
+    }
+    if (strcmp(p->address, address) != 0) {
+        peer_drop(p, SR_EIO); /* the peer moved */
+        snprintf(p->address, sizeof p->address, "%s", address);
+    }
+    return p;
+}
+
+int rpc_send(struct rpc *r, uint64_t peer_id, const char *address,
+             Sr__Rpc *req, unsigned timeout_ms, rpc_resp_cb cb, void *ud)
+{
+    if (r->closing)
+        return SR_ESHUTDOWN;
+    struct peer *p = peer_get(r, peer_id, address);
+    if (p == NULL)
+        return SR_ENOMEM;
+    if (p->state == 3)
+        return SR_EIO; /* still closing from an error; caller retries */
+    if (p->state == 0) {
+        struct sockaddr_storage ss;
+        if (parse_addr(address, &ss) != 0)
+            return SR_EINVAL;
+        uv_tcp_init(r->loop, &p->tcp);
+        p->tcp.data = p;
+        r->open_handles++;
+        p->connect.data = p;
+        p->state = 1;
+        if (uv_tcp_connect(&p->connect, &p->tcp, (struct sockaddr *)&ss,
+                           peer_connected) != 0) {
+            peer_drop(p, SR_EIO);
+            return SR_EIO;
+        }
+    }
+    req->version = RPC_VERSION;
+    req->id = ++r->next_id;
+    req->from = r->self;
+    req->response = 0;
+    uint8_t *frame;
+    size_t len;
+    int rc = codec_rpc_encode(req, &frame, &len);
+    if (rc != 0)
+        return rc;
+    struct pending *q = calloc(1, sizeof *q);
+    if (q == NULL) {
+        free(frame);
+        return SR_ENOMEM;
+    }
+    q->id = req->id;
+    q->deadline = uv_now(r->loop) + timeout_ms;
+    q->cb = cb;
+    q->ud = ud;
+    if (p->state == 1) {
+        uv_buf_t *nq = realloc(p->queued, (p->n_queued + 1) * sizeof *nq);
+        if (nq == NULL) {
+            free(frame);
+            free(q);
+            return SR_ENOMEM;
+        }
+        p->queued = nq;
+        p->queued[p->n_queued++] = uv_buf_init((char *)frame, (unsigned)len);
+    } else if (write_frame((uv_stream_t *)&p->tcp, frame, len) != 0) {
+        free(q);
+        peer_drop(p, SR_EIO);
+        return SR_EIO;
+    }
+    q->next = p->pending;
+    p->pending = q;
+    return 0;
+}
+
+/* ---- server side ---- */
+
+static void sconn_closed(uv_handle_t *h)
+{
+    struct sconn *c = h->data;
+    struct rpc *r = c->rpc;
+    for (struct rpc_call *k = c->calls; k; k = k->next)
+        k->conn = NULL;
+    free(c->in.p);
+    free(c);
+    rpc_unref(r);
+}
+
+static void sconn_close(struct sconn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->rpc->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    uv_close((uv_handle_t *)&c->tcp, sconn_closed);
+}
+
+static void sconn_on_frame(void *arg, Sr__Rpc *m)
+{
+    struct sconn *c = arg;
+    if (m->response || c->closing) {
+        sr__rpc__free_unpacked(m, NULL);
+        return;
+    }
+    struct rpc_call *k = calloc(1, sizeof *k);
+    if (k == NULL) {
+        sr__rpc__free_unpacked(m, NULL);
+        return;
+    }
+    k->conn = c;
+    k->rpc = c->rpc;
+    k->req = m;
+    k->next = c->calls;
+    if (c->calls)
+        c->calls->prev = k;
+    c->calls = k;
+    c->rpc->handler(c->rpc->ud, k, m);
+}
+
+static void sconn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct sconn *c = s->data;
+    if (n > 0 && rbuf_add(&c->in, buf->base, (size_t)n) == 0) {
+        c->last_active = uv_now(c->rpc->loop);
+        if (rbuf_frames(&c->in, sconn_on_frame, c) != 0) {
+            LOG_WARN("event=rpc_bad_frame");
+            sconn_close(c);
+        }
+    } else if (n < 0) {
+        sconn_close(c);
+    }
+    free(buf->base);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct rpc *r = server->data;
+    if (status != 0)
+        return;
+    struct sconn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return;
+    c->rpc = r;
+    uv_tcp_init(r->loop, &c->tcp);
+    c->tcp.data = c;
+    r->open_handles++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        c->closing = 1;
+        uv_close((uv_handle_t *)&c->tcp, sconn_closed);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->last_active = uv_now(r->loop);
+    c->next = r->conns;
+    if (r->conns)
+        r->conns->prev = c;
+    r->conns = c;
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, sconn_read);
+}
+
+void rpc_reply(struct rpc_call *k, Sr__Rpc *resp)
+{
+    struct sconn *c = k->conn;
+    if (c != NULL) {
+        if (k->prev)
+            k->prev->next = k->next;
+        else
+            c->calls = k->next;
+        if (k->next)
+            k->next->prev = k->prev;
+        if (!c->closing) {
+            resp->version = RPC_VERSION;
+            resp->id = k->req->id;
+            resp->from = k->rpc->self;
+            resp->response = 1;
+            uint8_t *frame;
+            size_t len;
+            if (codec_rpc_encode(resp, &frame, &len) == 0)
+                write_frame((uv_stream_t *)&c->tcp, frame, len);
+        }
+    }
+    sr__rpc__free_unpacked(k->req, NULL);
+    free(k);
+}
+
+uint64_t rpc_call_from(const struct rpc_call *k)
+{
+    return k->req->from;
+}
+
+/* ---- lifecycle ---- */
+
+static void sweep(uv_timer_t *t)
+{
+    struct rpc *r = t->data;
+    uint64_t now = uv_now(r->loop);
+    for (struct peer *p = r->peers; p; p = p->next) {
+        struct pending **pp = &p->pending;
+        while (*pp) {
+            struct pending *q = *pp;
+            if (q->deadline <= now) {
+                *pp = q->next;
+                q->cb(q->ud, SR_ETIMEDOUT, NULL);
+                free(q);
+            } else {
+                pp = &q->next;
+            }
+        }
+    }
+    for (struct sconn *c = r->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->calls == NULL && now - c->last_active > RPC_IDLE_MS)
+            sconn_close(c);
+    }
+}
+
+int rpc_start(uv_loop_t *loop, uint64_t self_id, const char *listen,
+              rpc_handler_fn handler, void *ud, struct rpc **out, char *err,
+              size_t errlen)
+{
+    struct sockaddr_storage ss;
+    if (parse_addr(listen, &ss) != 0)
+        return sr_err(err, errlen, SR_EINVAL, "rpc.listen: bad address %s",
+                      listen);
+    struct rpc *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return SR_ENOMEM;
+    r->loop = loop;
+    r->self = self_id;
+    r->handler = handler;
+    r->ud = ud;
+    uv_tcp_init(loop, &r->listener);
+    r->listener.data = r;
+    r->open_handles = 2;
+    int rc = uv_tcp_bind(&r->listener, (struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&r->listener, 128, on_connection);
+    uv_timer_init(loop, &r->sweep);
+    r->sweep.data = r;
+    if (rc != 0) {
+        r->closing = 1;
+        uv_close((uv_handle_t *)&r->listener, handle_closed);
+        uv_close((uv_handle_t *)&r->sweep, handle_closed);
+        return sr_err(err, errlen, SR_EIO, "rpc.listen %s: %s", listen,
+                      uv_strerror(rc));
+    }
+    uv_timer_start(&r->sweep, sweep, RPC_SWEEP_MS, RPC_SWEEP_MS);
+    *out = r;
+    return 0;
+}
+
+static void rpc_unref(struct rpc *r)
+{
+    if (--r->open_handles == 0 && r->closing) {
+        while (r->peers) {
+            struct peer *p = r->peers;
+            r->peers = p->next;
+            free(p->in.p);
+            free(p);
+        }
+        free(r);
+    }
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    rpc_unref(h->data);
+}
+
+void rpc_close(struct rpc *r)
+{
+    r->closing = 1;
+    for (struct peer *p = r->peers; p; p = p->next) {
+        peer_drop(p, SR_ESHUTDOWN);
+        peer_fail_all(p, SR_ESHUTDOWN);
+    }
+    while (r->conns)
+        sconn_close(r->conns);
+    uv_close((uv_handle_t *)&r->listener, handle_closed);
+    uv_close((uv_handle_t *)&r->sweep, handle_closed);
+}

@@ -1,0 +1,142 @@
+"""Durability: every message that got a 250 survives the SIGKILL of any
+node, as long as a majority lives."""
+import random
+import smtplib
+import threading
+import time
+import urllib.parse
+
+from smtp_util import code_of, message
+
+CLIENTS = 10
+TARGET = 2000
+
+
+class Injector:
+    """CLIENTS threads sending to random live nodes until TARGET messages
+    have been acknowledged; each thread reconnects on errors (as a real
+    client's queue would retry)."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.lock = threading.Lock()
+        self.acked = []         # codes that got a 250
+        self.attempts = 0       # DATA commands sent
+        self.refused = 0        # 4xx answers to DATA
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(i,))
+                        for i in range(CLIENTS)]
+
+    def run(self, i):
+        rnd = random.Random(i)
+        n = 0
+        while not self.stop.is_set():
+            with self.lock:
+                if len(self.acked) >= TARGET:
+                    return
+            node = rnd.choice(self.cluster.nodes)
+            if not node.alive:
+                continue
+            try:
+                s = smtplib.SMTP("127.0.0.1", node.smtp_port, timeout=30)
+                s.ehlo("c%d" % i)
+                for _ in range(20):
+                    s.mail("s%d@example.com" % i)
+                    s.rcpt("r%d-%d@example.org" % (i, n))
+                    with self.lock:
+                        self.attempts += 1
+                    code, text = s.data(message(subject="%d-%d" % (i, n)))
+                    n += 1
+                    with self.lock:
+                        if code == 250:
+                            self.acked.append(code_of(text.decode()))
+                        else:
+                            self.refused += 1
+                        if len(self.acked) >= TARGET:
+                            break
+                s.quit()
+            except (smtplib.SMTPException, OSError):
+                time.sleep(0.05)
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def wait_acked(self, n, timeout=300):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self.lock:
+                if len(self.acked) >= n:
+                    return
+            time.sleep(0.05)
+        raise AssertionError("only %d acknowledged" % len(self.acked))
+
+    def join(self):
+        for t in self.threads:
+            t.join(timeout=600)
+        self.stop.set()
+
+
+def all_codes(node):
+    st, res = node.api("GET", "/v1/messages", timeout=60)
+    assert st == 200
+    return res["codes"]
+
+
+def check_all_kept(cluster, inj):
+    d = cluster.wait_converged(timeout=60)
+    assert len(inj.acked) == len(set(inj.acked)), "a code was given twice"
+    for node in cluster.alive():
+        codes = all_codes(node)
+        assert len(codes) == len(set(codes))
+        missing = set(inj.acked) - set(codes)
+        assert not missing, "lost %d acknowledged messages, e.g. %s" % (
+            len(missing), sorted(missing)[:5])
+        # Nothing is kept that no client ever sent.
+        assert len(codes) <= inj.attempts
+    return d
+
+
+def run_with_kill(cluster, pick_victim):
+    inj = Injector(cluster)
+    inj.start()
+    inj.wait_acked(TARGET // 4)
+    victim = pick_victim(cluster)
+    victim.kill()
+    killed_at = len(inj.acked)
+    cluster.wait_leader(exclude=(victim.id,))
+    inj.join()
+    assert len(inj.acked) >= TARGET
+    assert len(inj.acked) > killed_at
+    check_all_kept(cluster, inj)
+    # The killed node restarts, catches up and agrees with the others.
+    victim.start()
+    check_all_kept(cluster, inj)
+    return inj
+
+
+def test_leader_sigkill_loses_nothing(make_cluster):
+    c = make_cluster(n=3).start()
+    inj = run_with_kill(c, lambda cl: cl.wait_leader())
+    print("acked=%d refused=%d attempts=%d" % (len(inj.acked), inj.refused,
+                                               inj.attempts))
+
+
+def test_follower_holding_bodies_sigkill_loses_nothing(make_cluster):
+    c = make_cluster(n=3).start()
+
+    def follower(cl):
+        leader = cl.wait_leader()
+        # a follower that holds bodies of acknowledged messages
+        for n in cl.nodes:
+            if n.id == leader.id:
+                continue
+            st, codes = n.api("GET", "/v1/messages?limit=50")
+            for code in codes["codes"]:
+                st, m = n.api("GET", "/v1/messages/" +
+                              urllib.parse.quote(code, safe=""))
+                if n.id in m["holders"]:
+                    return n
+        raise AssertionError("no follower holds a body")
+
+    run_with_kill(c, follower)

@@ -1,14 +1,49 @@
-/* bodystore.c - local body store with group commit (see bodystore.h). */
+/*
+ * bodystore.c - local body store: append-only segment files with group
+ * commit (see bodystore.h).
+ *
+ * Layout: DIR/NNNNNNNN.seg, appended in order; the newest is active and a
+ * new one starts past SEG_MAX bytes. Each record is
+ *
+ *     "SRB1" | kind u8 (1 put, 2 delete) | 3 zero bytes | code_len u32le |
+ *     body_len u64le | crc32 u32le of code and body | 4 zero bytes |
+ *     code | body | zero padding to 8 bytes
+ *
+ * Every body is written once, sequentially, and a whole batch of puts costs
+ * one fdatasync (Postfix writes and fsyncs one file per message; LMDB
+ * copy-on-write pages cost us several times the body size). The index
+ * (code -> segment, offset, length) lives in memory and is rebuilt at start
+ * by reading the record headers; a torn record at the end of the newest
+ * segment (a crash during a write, never acknowledged) is cut off. A
+ * segment whose bodies are all deleted is unlinked. Reading a body checks
+ * its CRC; a mismatch is reported as SR_EIO, never returned as data.
+ *
+ * Threads: the loop thread submits jobs and runs callbacks; one worker
+ * thread owns the files and the index.
+ */
 #include "queue/bodystore.h"
 
-#include <lmdb.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <zlib.h>
 
 #include "node/errors.h"
 #include "node/log.h"
+
+#define SEG_MAX ((uint64_t)256 << 20)
+#define HDR 32
+#define KIND_PUT 1
+#define KIND_DEL 2
+#define MAX_CODE 63
+#define MAX_BODY ((uint64_t)1 << 32)
 
 enum job_kind { JOB_PUT, JOB_GET, JOB_DEL };
 
@@ -16,9 +51,10 @@ enum job_kind { JOB_PUT, JOB_GET, JOB_DEL };
 struct job {
     struct job *next;
     enum job_kind kind;
-    char code[64];
+    char code[MAX_CODE + 1];
     const uint8_t *data; /* put: borrowed */
     size_t len;
+    uint64_t rec_off; /* put: where its record was written */
     uint8_t *out; /* get: malloc'd result, passed to the callback */
     int status;
     body_done_cb done;
@@ -26,10 +62,28 @@ struct job {
     void *ud;
 };
 
-/* Loop thread owns the struct; mu guards todo/done/stopping. */
+/* Index entry (worker thread only). */
+struct slot {
+    char *code; /* NULL = empty, TOMB = deleted slot */
+    uint32_t seg;
+    uint64_t off; /* offset of the body */
+    uint64_t len;
+};
+
+/* Per-segment live count (worker thread only). */
+struct seg {
+    uint32_t id;
+    uint64_t live;
+    int fd;
+};
+
+static char tomb_marker;
+#define TOMB (&tomb_marker)
+
+/* The loop thread owns the struct; mu guards todo/done/stopping; the
+ * worker alone touches the files, the index and the segment table. */
 struct body_store {
-    MDB_env *env;
-    MDB_dbi dbi;
+    char *dir;
     uv_async_t async;
     pthread_t thread;
     pthread_mutex_t mu;
@@ -37,65 +91,399 @@ struct body_store {
     struct job *todo, **todo_tail;
     struct job *done, **done_tail;
     int stopping;
+    /* worker state */
+    struct slot *slots;
+    size_t cap, used, tombs;
+    struct seg *segs;
+    size_t n_segs;
+    int active_fd;
+    uint32_t active_id;
+    uint64_t active_size;
+    /* statistics: written by the worker under mu */
     uint64_t puts, bytes, commits;
 };
 
-static void run_batch(struct body_store *b, struct job *jobs)
+/* ---- index: open addressing, FNV-1a ---- */
+
+static uint64_t hash(const char *s)
 {
-    MDB_txn *txn;
-    int have_put = 0;
-    for (struct job *j = jobs; j; j = j->next)
-        if (j->kind != JOB_GET)
-            have_put = 1;
-    int rc = mdb_txn_begin(b->env, NULL, have_put ? 0 : MDB_RDONLY, &txn);
-    if (rc != 0) {
-        for (struct job *j = jobs; j; j = j->next)
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+static struct slot *find(struct body_store *b, const char *code)
+{
+    if (b->cap == 0)
+        return NULL;
+    size_t i = hash(code) & (b->cap - 1);
+    for (;;) {
+        struct slot *s = &b->slots[i];
+        if (s->code == NULL)
+            return NULL;
+        if (s->code != TOMB && strcmp(s->code, code) == 0)
+            return s;
+        i = (i + 1) & (b->cap - 1);
+    }
+}
+
+static int grow(struct body_store *b)
+{
+    size_t cap = b->cap ? b->cap * 2 : 1024;
+    struct slot *n = calloc(cap, sizeof *n);
+    if (n == NULL)
+        return SR_ENOMEM;
+    for (size_t i = 0; i < b->cap; i++) {
+        struct slot *s = &b->slots[i];
+        if (s->code == NULL || s->code == TOMB)
+            continue;
+        size_t j = hash(s->code) & (cap - 1);
+        while (n[j].code)
+            j = (j + 1) & (cap - 1);
+        n[j] = *s;
+    }
+    free(b->slots);
+    b->slots = n;
+    b->cap = cap;
+    b->tombs = 0;
+    return 0;
+}
+
+static struct seg *seg_get(struct body_store *b, uint32_t id)
+{
+    for (size_t i = 0; i < b->n_segs; i++)
+        if (b->segs[i].id == id)
+            return &b->segs[i];
+    return NULL;
+}
+
+static void seg_release(struct body_store *b, uint32_t id)
+{
+    struct seg *g = seg_get(b, id);
+    if (g == NULL || g->live == 0 || --g->live > 0 || id == b->active_id)
+        return;
+    /* Every body in it was deleted: give the space back. */
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%08u.seg", b->dir, id);
+    if (g->fd >= 0)
+        close(g->fd);
+    unlink(path);
+    *g = b->segs[--b->n_segs];
+}
+
+static void index_del(struct body_store *b, const char *code)
+{
+    struct slot *s = find(b, code);
+    if (s == NULL)
+        return;
+    uint32_t seg = s->seg;
+    free(s->code);
+    s->code = TOMB;
+    b->used--;
+    b->tombs++;
+    seg_release(b, seg);
+}
+
+static int index_put(struct body_store *b, const char *code, uint32_t seg,
+                     uint64_t off, uint64_t len)
+{
+    index_del(b, code); /* a second put replaces the first */
+    if ((b->used + b->tombs + 1) * 2 > b->cap && grow(b) != 0)
+        return SR_ENOMEM;
+    char *c = strdup(code);
+    if (c == NULL)
+        return SR_ENOMEM;
+    size_t i = hash(code) & (b->cap - 1);
+    while (b->slots[i].code && b->slots[i].code != TOMB)
+        i = (i + 1) & (b->cap - 1);
+    if (b->slots[i].code == TOMB)
+        b->tombs--;
+    b->slots[i] = (struct slot){c, seg, off, len};
+    b->used++;
+    struct seg *g = seg_get(b, seg);
+    if (g)
+        g->live++;
+    return 0;
+}
+
+/* ---- segments ---- */
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static uint64_t pad8(uint64_t n)
+{
+    return (n + 7) & ~(uint64_t)7;
+}
+
+static int seg_open(struct body_store *b, uint32_t id, int create)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%08u.seg", b->dir, id);
+    int fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0),
+                  0640);
+    if (fd < 0)
+        return -1;
+    struct seg *n = realloc(b->segs, (b->n_segs + 1) * sizeof *n);
+    if (n == NULL) {
+        close(fd);
+        return -1;
+    }
+    b->segs = n;
+    b->segs[b->n_segs++] = (struct seg){id, 0, fd};
+    if (create) {
+        /* The new file's directory entry must be durable too. */
+        int dfd = open(b->dir, O_RDONLY | O_DIRECTORY);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+    }
+    return fd;
+}
+
+static int roll(struct body_store *b)
+{
+    uint32_t id = b->active_id + 1;
+    int fd = seg_open(b, id, 1);
+    if (fd < 0)
+        return SR_EIO;
+    uint32_t old = b->active_id;
+    b->active_id = id;
+    b->active_fd = fd;
+    b->active_size = 0;
+    /* The old segment may already be empty. */
+    struct seg *g = seg_get(b, old);
+    if (g && g->live == 0) {
+        g->live = 1;
+        seg_release(b, old);
+    }
+    return 0;
+}
+
+/* Reads every record of one segment into the index; cuts a torn tail. */
+static int seg_load(struct body_store *b, uint32_t id, int fd, int last)
+{
+    uint64_t off = 0;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return SR_EIO;
+    uint64_t size = (uint64_t)st.st_size;
+    uint8_t h[HDR];
+    char code[MAX_CODE + 1];
+    while (off + HDR <= size) {
+        if (pread(fd, h, HDR, (off_t)off) != HDR)
+            return SR_EIO;
+        uint32_t cl = get32(h + 8);
+        uint64_t bl = get32(h + 12) | (uint64_t)get32(h + 16) << 32;
+        if (memcmp(h, "SRB1", 4) != 0 || (h[4] != KIND_PUT && h[4] != KIND_DEL) ||
+            cl == 0 || cl > MAX_CODE || bl > MAX_BODY)
+            break;
+        uint64_t rec = pad8(HDR + cl + bl);
+        if (off + rec > size)
+            break;
+        if (pread(fd, code, cl, (off_t)(off + HDR)) != (ssize_t)cl)
+            return SR_EIO;
+        code[cl] = '\0';
+        if (h[4] == KIND_PUT) {
+            if (index_put(b, code, id, off + HDR + cl, bl) != 0)
+                return SR_ENOMEM;
+        } else {
+            index_del(b, code);
+        }
+        off += rec;
+    }
+    if (off != size) {
+        if (!last) {
+            LOG_ERROR("event=body_segment_corrupt segment=%u offset=%llu", id,
+                      (unsigned long long)off);
+            return SR_EIO;
+        }
+        /* Only the newest segment can end in a record that was being
+         * written when the process died; no put in it was acknowledged. */
+        LOG_WARN("event=body_segment_truncated segment=%u from=%llu to=%llu",
+                 id, (unsigned long long)size, (unsigned long long)off);
+        if (ftruncate(fd, (off_t)off) != 0 || fdatasync(fd) != 0)
+            return SR_EIO;
+    }
+    if (last) {
+        b->active_id = id;
+        b->active_fd = fd;
+        b->active_size = off;
+    }
+    return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int load_all(struct body_store *b)
+{
+    DIR *d = opendir(b->dir);
+    if (d == NULL)
+        return SR_EIO;
+    uint32_t *ids = NULL;
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        unsigned id;
+        char tail[8];
+        if (sscanf(e->d_name, "%8u.%3s", &id, tail) == 2 &&
+            strcmp(tail, "seg") == 0 && strlen(e->d_name) == 12) {
+            uint32_t *p = realloc(ids, (n + 1) * sizeof *ids);
+            if (p == NULL)
+                break;
+            ids = p;
+            ids[n++] = id;
+        }
+    }
+    closedir(d);
+    if (n > 1)
+        qsort(ids, n, sizeof *ids, cmp_u32);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        int fd = seg_open(b, ids[i], 0);
+        rc = fd < 0 ? SR_EIO : seg_load(b, ids[i], fd, i + 1 == n);
+    }
+    free(ids);
+    if (rc == 0 && n == 0) {
+        b->active_id = 0;
+        rc = roll(b);
+    }
+    /* Empty old segments can go now. */
+    for (size_t i = 0; rc == 0 && i < b->n_segs;) {
+        struct seg *g = &b->segs[i];
+        if (g->live == 0 && g->id != b->active_id) {
+            g->live = 1;
+            seg_release(b, g->id);
+        } else {
+            i++;
+        }
+    }
+    return rc;
+}
+
+/* ---- the worker ---- */
+
+static void header(uint8_t *h, int kind, size_t cl, uint64_t bl,
+                   const char *code, const uint8_t *body)
+{
+    memset(h, 0, HDR);
+    memcpy(h, "SRB1", 4);
+    h[4] = (uint8_t)kind;
+    put32(h + 8, (uint32_t)cl);
+    put32(h + 12, (uint32_t)bl);
+    put32(h + 16, (uint32_t)(bl >> 32));
+    uLong crc = crc32(0L, (const Bytef *)code, (uInt)cl);
+    if (bl)
+        crc = crc32(crc, body, (uInt)bl);
+    put32(h + 20, (uint32_t)crc);
+}
+
+/* Appends the puts and deletes of a batch, then one fdatasync. */
+static void write_batch(struct body_store *b, struct job *jobs)
+{
+    static const uint8_t zeros[8];
+    for (struct job *j = jobs; j; j = j->next) {
+        if (j->kind == JOB_GET)
+            continue;
+        if (j->kind == JOB_DEL && find(b, j->code) == NULL) {
+            j->status = SR_ENOTFOUND;
+            continue;
+        }
+        size_t cl = strlen(j->code);
+        uint64_t bl = j->kind == JOB_PUT ? j->len : 0;
+        uint64_t rec = pad8(HDR + cl + bl);
+        if (b->active_size > 0 && b->active_size + rec > SEG_MAX &&
+            roll(b) != 0) {
             j->status = SR_EIO;
+            continue;
+        }
+        uint8_t h[HDR];
+        header(h, j->kind == JOB_PUT ? KIND_PUT : KIND_DEL, cl, bl, j->code,
+               j->data);
+        struct iovec iov[4] = {{h, HDR},
+                               {j->code, cl},
+                               {(void *)j->data, bl},
+                               {(void *)zeros, rec - HDR - cl - bl}};
+        ssize_t w = pwritev(b->active_fd, iov, 4, (off_t)b->active_size);
+        if (w != (ssize_t)rec) {
+            LOG_ERROR("event=body_write_failed code=%s error=\"%s\"", j->code,
+                      w < 0 ? strerror(errno) : "short write");
+            /* Leave no torn record behind for the next start to trip on. */
+            if (ftruncate(b->active_fd, (off_t)b->active_size) != 0)
+                LOG_ERROR("event=body_truncate_failed");
+            j->status = SR_EIO;
+            continue;
+        }
+        j->status = 1; /* written, not yet durable */
+        j->rec_off = b->active_size;
+        b->active_size += rec;
+    }
+    int synced = fdatasync(b->active_fd) == 0;
+    if (!synced)
+        LOG_ERROR("event=body_sync_failed error=\"%s\"", strerror(errno));
+    for (struct job *j = jobs; j; j = j->next) {
+        if (j->kind == JOB_GET || j->status != 1)
+            continue;
+        if (!synced) {
+            j->status = SR_EIO;
+            continue;
+        }
+        j->status = 0;
+        if (j->kind == JOB_PUT) {
+            uint64_t off = j->rec_off + HDR + strlen(j->code);
+            if (index_put(b, j->code, b->active_id, off, j->len) != 0)
+                j->status = SR_ENOMEM;
+        } else {
+            index_del(b, j->code);
+        }
+    }
+}
+
+static void read_one(struct body_store *b, struct job *j)
+{
+    struct slot *s = find(b, j->code);
+    struct seg *g = s ? seg_get(b, s->seg) : NULL;
+    if (s == NULL || g == NULL) {
+        j->status = SR_ENOTFOUND;
         return;
     }
-    for (struct job *j = jobs; j; j = j->next) {
-        MDB_val k = {strlen(j->code), j->code}, v;
-        if (j->kind == JOB_PUT) {
-            v.mv_size = j->len;
-            v.mv_data = (void *)j->data;
-            rc = mdb_put(txn, b->dbi, &k, &v, 0);
-            j->status = rc == 0 ? 0 : SR_EIO;
-            if (rc != 0)
-                LOG_ERROR("event=body_put_failed code=%s error=\"%s\"",
-                          j->code, mdb_strerror(rc));
-        } else if (j->kind == JOB_DEL) {
-            rc = mdb_del(txn, b->dbi, &k, NULL);
-            j->status = rc == 0 ? 0 : rc == MDB_NOTFOUND ? SR_ENOTFOUND
-                                                         : SR_EIO;
-        } else {
-            rc = mdb_get(txn, b->dbi, &k, &v);
-            if (rc == 0) {
-                j->out = malloc(v.mv_size ? v.mv_size : 1);
-                if (j->out) {
-                    memcpy(j->out, v.mv_data, v.mv_size);
-                    j->len = v.mv_size;
-                    j->status = 0;
-                } else {
-                    j->status = SR_ENOMEM;
-                }
-            } else {
-                j->status = rc == MDB_NOTFOUND ? SR_ENOTFOUND : SR_EIO;
-            }
-        }
+    uint8_t h[HDR];
+    size_t cl = strlen(j->code);
+    j->out = malloc(s->len ? s->len : 1);
+    if (j->out == NULL) {
+        j->status = SR_ENOMEM;
+        return;
     }
-    if (have_put) {
-        /* One fsync for the whole batch: the group commit. */
-        rc = mdb_txn_commit(txn);
-        if (rc != 0) {
-            LOG_ERROR("event=body_commit_failed error=\"%s\"",
-                      mdb_strerror(rc));
-            for (struct job *j = jobs; j; j = j->next)
-                if (j->kind != JOB_GET)
-                    j->status = SR_EIO;
-        }
-        b->commits++;
+    if (pread(g->fd, h, HDR, (off_t)(s->off - cl - HDR)) != HDR ||
+        pread(g->fd, j->out, s->len, (off_t)s->off) != (ssize_t)s->len) {
+        j->status = SR_EIO;
     } else {
-        mdb_txn_abort(txn);
+        uLong crc = crc32(0L, (const Bytef *)j->code, (uInt)cl);
+        crc = crc32(crc, j->out, (uInt)s->len);
+        j->status = (uint32_t)crc == get32(h + 20) ? 0 : SR_EIO;
+        if (j->status)
+            LOG_ERROR("event=body_crc_mismatch code=%s", j->code);
+    }
+    if (j->status == 0) {
+        j->len = s->len;
+    } else {
+        free(j->out);
+        j->out = NULL;
     }
 }
 
@@ -113,11 +501,24 @@ static void *worker(void *arg)
         b->todo_tail = &b->todo;
         pthread_mutex_unlock(&b->mu);
 
-        run_batch(b, jobs);
+        int writes = 0;
+        for (struct job *j = jobs; j; j = j->next)
+            writes |= j->kind != JOB_GET;
+        if (writes)
+            write_batch(b, jobs);
+        for (struct job *j = jobs; j; j = j->next)
+            if (j->kind == JOB_GET)
+                read_one(b, j);
 
         pthread_mutex_lock(&b->mu);
+        if (writes)
+            b->commits++;
         for (struct job *j = jobs; j;) {
             struct job *next = j->next;
+            if (j->kind == JOB_PUT && j->status == 0) {
+                b->puts++;
+                b->bytes += j->len;
+            }
             j->next = NULL;
             *b->done_tail = j;
             b->done_tail = &j->next;
@@ -140,50 +541,49 @@ static void on_async(uv_async_t *h)
     while (jobs) {
         struct job *j = jobs;
         jobs = j->next;
-        if (j->kind == JOB_GET) {
+        if (j->kind == JOB_GET)
             j->got(j->ud, j->status, j->out, j->status == 0 ? j->len : 0);
-        } else {
-            if (j->kind == JOB_PUT && j->status == 0) {
-                b->puts++;
-                b->bytes += j->len;
-            }
-            if (j->done)
-                j->done(j->ud, j->status);
-        }
+        else if (j->done)
+            j->done(j->ud, j->status);
         free(j);
     }
+}
+
+/* ---- API ---- */
+
+static void free_worker_state(struct body_store *b)
+{
+    for (size_t i = 0; i < b->cap; i++)
+        if (b->slots[i].code && b->slots[i].code != TOMB)
+            free(b->slots[i].code);
+    free(b->slots);
+    for (size_t i = 0; i < b->n_segs; i++)
+        if (b->segs[i].fd >= 0)
+            close(b->segs[i].fd);
+    free(b->segs);
+    free(b->dir);
 }
 
 int body_store_open(uv_loop_t *loop, const char *dir, struct body_store **out,
                     char *err, size_t errlen)
 {
     struct body_store *b = calloc(1, sizeof *b);
-    if (b == NULL)
-        return SR_ENOMEM;
-    mkdir(dir, 0750);
-    int rc = mdb_env_create(&b->env);
-    if (rc == 0)
-        rc = mdb_env_set_mapsize(b->env, (size_t)256 << 30);
-    if (rc == 0)
-        rc = mdb_env_open(b->env, dir, MDB_NOTLS, 0640);
-    MDB_txn *txn = NULL;
-    if (rc == 0)
-        rc = mdb_txn_begin(b->env, NULL, 0, &txn);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, NULL, 0, &b->dbi);
-    if (rc == 0) {
-        rc = mdb_txn_commit(txn);
-        txn = NULL;
-    }
-    if (rc != 0) {
-        if (txn)
-            mdb_txn_abort(txn);
-        if (b->env)
-            mdb_env_close(b->env);
+    if (b == NULL || (b->dir = strdup(dir)) == NULL) {
         free(b);
-        return sr_err(err, errlen, SR_EIO, "body store %s: %s", dir,
-                      mdb_strerror(rc));
+        return SR_ENOMEM;
     }
+    mkdir(dir, 0750);
+    b->active_fd = -1;
+    int rc = load_all(b);
+    if (rc != 0) {
+        free_worker_state(b);
+        free(b);
+        return sr_err(err, errlen, rc, "body store %s: %s", dir,
+                      rc == SR_ENOMEM ? "out of memory"
+                                      : "cannot read segments");
+    }
+    LOG_INFO("event=body_store_opened bodies=%zu segments=%zu", b->used,
+             b->n_segs);
     b->todo_tail = &b->todo;
     b->done_tail = &b->done;
     pthread_mutex_init(&b->mu, NULL);
@@ -191,8 +591,12 @@ int body_store_open(uv_loop_t *loop, const char *dir, struct body_store **out,
     uv_async_init(loop, &b->async, on_async);
     b->async.data = b;
     if (pthread_create(&b->thread, NULL, worker, b) != 0) {
+        free_worker_state(b);
+        b->dir = NULL;
+        b->slots = NULL;
+        b->segs = NULL;
+        b->cap = b->n_segs = 0;
         uv_close((uv_handle_t *)&b->async, NULL);
-        mdb_env_close(b->env);
         return sr_err(err, errlen, SR_EIO, "body store: cannot start worker");
     }
     *out = b;
@@ -216,7 +620,7 @@ void body_store_close(struct body_store *b)
     pthread_join(b->thread, NULL);
     /* Completed jobs still get their callbacks before the handle closes. */
     on_async(&b->async);
-    mdb_env_close(b->env);
+    free_worker_state(b);
     uv_close((uv_handle_t *)&b->async, on_closed);
 }
 
@@ -224,13 +628,14 @@ static int submit(struct body_store *b, enum job_kind kind, const char *code,
                   const uint8_t *data, size_t len, body_done_cb done,
                   body_get_cb got, void *ud)
 {
-    if (strlen(code) >= sizeof((struct job *)0)->code)
+    size_t cl = strlen(code);
+    if (cl == 0 || cl > MAX_CODE || (uint64_t)len >= MAX_BODY)
         return SR_EINVAL;
     struct job *j = calloc(1, sizeof *j);
     if (j == NULL)
         return SR_ENOMEM;
     j->kind = kind;
-    strcpy(j->code, code);
+    memcpy(j->code, code, cl + 1);
     j->data = data;
     j->len = len;
     j->done = done;
@@ -270,9 +675,9 @@ int body_store_del(struct body_store *b, const char *code, body_done_cb cb,
 void body_store_stats(struct body_store *b, uint64_t *puts, uint64_t *bytes,
                       uint64_t *commits)
 {
+    pthread_mutex_lock(&b->mu);
     *puts = b->puts;
     *bytes = b->bytes;
-    pthread_mutex_lock(&b->mu);
     *commits = b->commits;
     pthread_mutex_unlock(&b->mu);
 }

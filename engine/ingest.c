@@ -40,6 +40,7 @@ struct ingest_job {
     uint8_t digest[SHA256_DIGEST_LENGTH];
     uint64_t accepted_ms;
     uint64_t start; /* uv_now */
+    uint64_t t_proposed; /* uv_now when the holders were enough */
     uint64_t deadline;
     uint64_t holders[MAX_VOTERS];
     unsigned n_holders, need;
@@ -86,12 +87,18 @@ static void answer(struct ingest_job *j, int status)
     if (j->answered)
         return;
     j->answered = 1;
-    double delay = (double)(uv_now(j->in->loop) - j->start) / 1000.0;
+    uint64_t now = uv_now(j->in->loop);
+    double delay = (double)(now - j->start) / 1000.0;
+    /* delays=bodies/commit, as Postfix's delays=: time to get the body on
+     * enough holders, then time for the record to commit. */
+    double d_body = j->t_proposed ? (double)(j->t_proposed - j->start) / 1e3
+                                  : delay;
+    double d_commit = j->t_proposed ? (double)(now - j->t_proposed) / 1e3 : 0;
     if (status == 0)
         LOG_INFO("code=%s event=accepted from=<%s> nrcpt=%u size=%zu "
-                 "holders=%u delay=%.3f",
+                 "holders=%u delay=%.3f delays=%.3f/%.3f",
                  j->code, j->mail_from, j->n_rcpts, j->len, j->n_holders,
-                 delay);
+                 delay, d_body, d_commit);
     else
         LOG_WARN("code=%s event=not_accepted error=%s holders=%u/%u "
                  "delay=%.3f",
@@ -115,6 +122,7 @@ static void maybe_propose(struct ingest_job *j)
     if (j->proposed || j->answered || j->n_holders < j->need)
         return;
     j->proposed = 1;
+    j->t_proposed = uv_now(j->in->loop);
     Sr__MessageAccept a = SR__MESSAGE_ACCEPT__INIT;
     a.code = j->code;
     a.customer = j->customer;

@@ -12,10 +12,14 @@
 #include "node/errors.h"
 #include "node/log.h"
 #include "proto/codec.h"
+#include "raft/transport.h"
 
 #define POLL_MS 10
 #define BATCH_MAX_OPS 2048
 #define BATCH_MAX_BYTES (4u << 20)
+/* Forwarded batches in flight per follower: enough to keep the leader's
+ * pipeline full, few enough to keep batches large under load. */
+#define FORWARD_MAX_INFLIGHT 4
 
 /* One proposed op; owned by the rnode queues until its callback. */
 struct prop {
@@ -59,7 +63,7 @@ struct rnode {
     const struct sr_config *cfg; /* borrowed for the node's life */
     struct queue_store *store;
     struct rpc *rpc;
-    struct raft_uv_transport transport;
+    struct sr_transport transport;
     struct raft_io io;
     struct raft raft;
     struct queue_fsm fsm;
@@ -72,7 +76,7 @@ struct rnode {
     raft_term barrier_term;
     struct raft_barrier barrier;
     int info_inflight;    /* our NodeInfo proposal is in flight */
-    int forward_inflight; /* one ProposeReq at a time keeps order simple */
+    unsigned forward_inflight; /* ProposeReqs awaiting the leader */
     int closing;
     int handles;
     void (*close_cb)(void *);
@@ -228,7 +232,7 @@ static void forward_cb(void *ud, int status, const Sr__Rpc *resp)
 {
     struct batch *b = ud;
     struct rnode *n = b->node;
-    n->forward_inflight = 0;
+    n->forward_inflight--;
     if (status == 0 && resp->body_case == SR__RPC__BODY_PROPOSE_RESP &&
         resp->propose_resp->status == 0 &&
         resp->propose_resp->n_results == b->n) {
@@ -251,7 +255,8 @@ static void flush_follower(struct rnode *n)
 {
     uint64_t leader = rnode_leader(n);
     char addr[128];
-    if (leader == 0 || leader == n->cfg->node_id || n->forward_inflight ||
+    if (leader == 0 || leader == n->cfg->node_id ||
+        n->forward_inflight >= FORWARD_MAX_INFLIGHT ||
         rnode_rpc_address(n, leader, addr, sizeof addr) != 0)
         return; /* the poll timer tries again */
     size_t bytes;
@@ -276,7 +281,7 @@ static void flush_follower(struct rnode *n)
         free(b);
         return;
     }
-    n->forward_inflight = 1;
+    n->forward_inflight++;
 }
 
 static void flush(struct rnode *n)
@@ -680,15 +685,15 @@ int rnode_start(uv_loop_t *loop, const struct sr_config *cfg,
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/raft", cfg->data_dir);
     mkdir(dir, 0750);
-    int rc = raft_uv_tcp_init(&n->transport, loop);
+    int rc = sr_transport_init(&n->transport, loop);
     if (rc != 0) {
         free(n);
         return sr_err(err, errlen, SR_EIO, "raft transport: %s",
                       raft_strerror(rc));
     }
-    rc = raft_uv_init(&n->io, loop, dir, &n->transport);
+    rc = raft_uv_init(&n->io, loop, dir, &n->transport.outer);
     if (rc != 0) {
-        raft_uv_tcp_close(&n->transport);
+        sr_transport_close(&n->transport);
         free(n);
         return sr_err(err, errlen, SR_EIO, "raft io %s: %s", dir,
                       raft_strerror(rc));
@@ -762,7 +767,7 @@ static void raft_closed(struct raft *r)
 {
     struct rnode *n = r->data;
     raft_uv_close(&n->io);
-    raft_uv_tcp_close(&n->transport);
+    sr_transport_close(&n->transport);
     maybe_closed(n);
 }
 

@@ -26,6 +26,7 @@
 
 #include "clusterctl/http_client.h"
 #include "node/errors.h"
+#include "gateways/auth.h"
 #include "queue/policy.h"
 
 #define CTL_DEFAULT_ADDR "127.0.0.1:8080"
@@ -62,6 +63,8 @@ static const char usage_text[] =
     "  policy apply FILE                   replace the policy (YAML or JSON)\n"
     "  policy show                         the current policy\n"
     "  digest                              the replicated state's digest\n"
+    "  password-hash                       hash a password read from stdin\n"
+    "                                      for a policy's users[].password\n"
     "  help                                this text\n";
 
 static void ctl_error(const char *fmt, ...)
@@ -311,6 +314,33 @@ static int ctl_fetch(const struct ctl *ctl, const char *method,
 }
 
 /* ---- commands ---- */
+
+/* Reads one line (the password) from stdin and prints its PBKDF2 hash; the
+ * password itself never reaches the cluster. */
+static int cmd_password_hash(int argc)
+{
+    if (argc != 0)
+        return ctl_usage("password-hash: reads the password from stdin");
+    char pw[1024];
+    if (fgets(pw, sizeof pw, stdin) == NULL) {
+        ctl_error("password-hash: no password on stdin\n");
+        return 1;
+    }
+    pw[strcspn(pw, "\r\n")] = '\0';
+    if (pw[0] == '\0') {
+        ctl_error("password-hash: empty password\n");
+        return 1;
+    }
+    char out[AUTH_HASH_MAX];
+    int rc = auth_hash_password(pw, AUTH_DEFAULT_ITERATIONS, out);
+    explicit_bzero(pw, sizeof pw);
+    if (rc != 0) {
+        ctl_error("password-hash: cannot hash (no randomness?)\n");
+        return 1;
+    }
+    puts(out);
+    return 0;
+}
 
 static int cmd_status(const struct ctl *ctl)
 {
@@ -829,5 +859,7 @@ int main(int argc, char **argv)
         return cmd_message(&ctl, argc, argv, limit);
     if (strcmp(cmd, "policy") == 0)
         return cmd_policy(&ctl, argc, argv);
+    if (strcmp(cmd, "password-hash") == 0)
+        return cmd_password_hash(argc);
     return ctl_usage("unknown command \"%s\"", cmd);
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateways/auth.h"
 #include "gateways/smtp_session.h"
 #include "node/errors.h"
 #include "node/log.h"
@@ -139,13 +140,74 @@ static void s_message(void *ud, const struct smtp_envelope *env,
     }
 }
 
+/* A password check on a worker thread: PBKDF2 is slow on purpose. */
+struct auth_work {
+    uv_work_t work;
+    struct conn *c;
+    char *hash; /* NULL: unknown user (still hashed, same cost) */
+    char *user;
+    char *pass;
+    bool ok;
+};
+
+static void conn_unref(struct conn *c);
+
+static void auth_run(uv_work_t *w)
+{
+    struct auth_work *a = w->data;
+    /* An unknown user costs the same time as a wrong password. */
+    static const char dummy[] =
+        "pbkdf2-sha256$20000$AAAAAAAAAAAAAAAAAAAAAA==$"
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    bool ok = auth_verify(a->hash ? a->hash : dummy, a->pass);
+    a->ok = ok && a->hash != NULL;
+}
+
+static void auth_done(uv_work_t *w, int status)
+{
+    struct auth_work *a = w->data;
+    struct conn *c = a->c;
+    if (!c->closing) {
+        bool ok = status == 0 && a->ok;
+        LOG_INFO("event=smtp_auth client=%s customer=%s user=\"%.64s\" "
+                 "result=%s",
+                 c->peer, c->customer, a->user, ok ? "ok" : "failed");
+        smtp_session_reply_auth(c->s, ok);
+    }
+    explicit_bzero(a->pass, strlen(a->pass));
+    free(a->pass);
+    free(a->user);
+    free(a->hash);
+    free(a);
+    conn_unref(c);
+}
+
 static void s_auth(void *ud, const char *user, const char *pass)
 {
     struct conn *c = ud;
-    (void)user;
-    (void)pass;
-    /* No customer credentials are configured yet: refuse. */
-    smtp_session_reply_auth(c->s, false);
+    const struct policy_customer *cu =
+        policy_find(c->srv->d.policy(c->srv->d.ud), c->customer);
+    const char *hash = policy_user_hash(cu, user);
+    struct auth_work *a = calloc(1, sizeof *a);
+    if (a == NULL) {
+        smtp_session_reply_auth(c->s, false);
+        return;
+    }
+    a->c = c;
+    a->hash = hash ? strdup(hash) : NULL;
+    a->user = strdup(user);
+    a->pass = strdup(pass);
+    a->work.data = a;
+    c->handles++; /* the conn outlives the work */
+    if (a->user == NULL || a->pass == NULL ||
+        uv_queue_work(c->srv->d.loop, &a->work, auth_run, auth_done) != 0) {
+        c->handles--;
+        free(a->hash);
+        free(a->user);
+        free(a->pass);
+        free(a);
+        smtp_session_reply_auth(c->s, false);
+    }
 }
 
 static void s_close(void *ud)
@@ -212,7 +274,11 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 
 static void conn_freed(uv_handle_t *h)
 {
-    struct conn *c = h->data;
+    conn_unref(h->data);
+}
+
+static void conn_unref(struct conn *c)
+{
     if (--c->handles > 0)
         return;
     struct smtp_server *srv = c->srv;
@@ -317,8 +383,9 @@ static void on_connection(uv_stream_t *server, int status)
     lim.max_bad_commands = 10;
     lim.max_line = 2048;
     lim.tls_available = srv->d.tls != NULL;
-    lim.auth_enabled = false;
-    lim.auth_required = false;
+    lim.auth_enabled = cu != NULL && cu->n_users > 0 && srv->d.tls != NULL;
+    lim.auth_required = cu != NULL && cu->require_auth;
+    lim.tls_required = cu != NULL && cu->require_tls;
     struct smtp_callbacks cb = {c, s_write, s_starttls, s_message, s_auth,
                                 s_close};
     c->s = smtp_session_new(cfg->hostname, &lim, &cb);

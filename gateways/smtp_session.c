@@ -660,6 +660,10 @@ static void cmd_mail(struct smtp_session *s, char *arg)
                                  : "nested MAIL command");
         return;
     }
+    if (s->lim.tls_required && !s->tls) {
+        emit_bad(s, "530 5.7.0 Must issue a STARTTLS command first");
+        return;
+    }
     if (s->lim.auth_required && s->auth_user == NULL) {
         emit_bad(s, "530 5.7.0 Authentication required");
         return;

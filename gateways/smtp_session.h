@@ -64,6 +64,7 @@ struct smtp_limits {
     bool tls_available;  /* advertise STARTTLS */
     bool auth_enabled;   /* advertise AUTH after TLS */
     bool auth_required;  /* MAIL refused (530 5.7.0) until authenticated */
+    bool tls_required;   /* MAIL refused (530 5.7.0) before STARTTLS */
 };
 
 struct smtp_envelope {

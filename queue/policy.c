@@ -192,6 +192,11 @@ void policy_free(struct policy *p)
     for (unsigned i = 0; i < p->n_customers; i++) {
         free(p->customers[i].name);
         free(p->customers[i].nets);
+        for (unsigned u = 0; u < p->customers[i].n_users; u++) {
+            free(p->customers[i].users[u].name);
+            free(p->customers[i].users[u].hash);
+        }
+        free(p->customers[i].users);
     }
     free(p->customers);
     free(p);
@@ -269,8 +274,61 @@ static int parse_networks(json_t *v, unsigned idx, struct policy_customer *c,
 
 static const char *const customer_keys[] = {
     "name",           "networks",    "max_sessions", "max_message_size",
-    "max_recipients", "require_tls",
+    "max_recipients", "require_tls",  "users",        "require_auth",
 };
+
+/* "users": [{"name": "...", "password": "pbkdf2-sha256$..."}] */
+static int parse_users(json_t *v, unsigned idx, struct policy_customer *c,
+                       char *err, size_t errlen)
+{
+    if (!json_is_array(v))
+        return sr_err(err, errlen, SR_EINVAL,
+                      "customers[%u].users: must be a list", idx);
+    size_t n = json_array_size(v);
+    if (n > 1000)
+        return sr_err(err, errlen, SR_EINVAL,
+                      "customers[%u].users: at most 1000", idx);
+    c->users = calloc(n ? n : 1, sizeof *c->users);
+    if (c->users == NULL)
+        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *u = json_array_get(v, i);
+        json_t *name = json_object_get(u, "name");
+        json_t *pw = json_object_get(u, "password");
+        if (!json_is_object(u) || json_object_size(u) != 2 ||
+            !json_is_string(name) || !json_is_string(pw))
+            return sr_err(err, errlen, SR_EINVAL,
+                          "customers[%u].users[%zu]: must be {name, password}",
+                          idx, i);
+        const char *nm = json_string_value(name);
+        size_t nl = json_string_length(name);
+        bool ok = nl > 0 && nl <= 128;
+        for (size_t k = 0; ok && k < nl; k++)
+            ok = nm[k] > 0x20 && nm[k] < 0x7f;
+        if (!ok)
+            return sr_err(err, errlen, SR_EINVAL,
+                          "customers[%u].users[%zu].name: 1 to 128 printable "
+                          "ASCII characters",
+                          idx, i);
+        if (strncmp(json_string_value(pw), "pbkdf2-sha256$", 14) != 0 ||
+            json_string_length(pw) > 256)
+            return sr_err(err, errlen, SR_EINVAL,
+                          "customers[%u].users[%zu].password: must be a hash "
+                          "from 'clusterctl password-hash'",
+                          idx, i);
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(c->users[k].name, nm) == 0)
+                return sr_err(err, errlen, SR_EINVAL,
+                              "customers[%u].users[%zu].name: duplicate", idx,
+                              i);
+        c->users[i].name = strdup(nm);
+        c->users[i].hash = strdup(json_string_value(pw));
+        c->n_users = (unsigned)(i + 1);
+        if (c->users[i].name == NULL || c->users[i].hash == NULL)
+            return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+    }
+    return 0;
+}
 
 static int parse_customer(json_t *obj, unsigned idx, struct policy_customer *c,
                           char *err, size_t errlen)
@@ -338,6 +396,19 @@ static int parse_customer(json_t *obj, unsigned idx, struct policy_customer *c,
         return sr_err(err, errlen, SR_EINVAL,
                       "customers[%u].require_tls: must be true or false", idx);
     c->require_tls = v != NULL && json_is_true(v);
+
+    v = json_object_get(obj, "users");
+    if (v != NULL && (rc = parse_users(v, idx, c, err, errlen)) != 0)
+        return rc;
+    v = json_object_get(obj, "require_auth");
+    if (v != NULL && !json_is_boolean(v))
+        return sr_err(err, errlen, SR_EINVAL,
+                      "customers[%u].require_auth: must be true or false", idx);
+    c->require_auth = v != NULL && json_is_true(v);
+    if (c->require_auth && c->n_users == 0)
+        return sr_err(err, errlen, SR_EINVAL,
+                      "customers[%u].require_auth: needs at least one user",
+                      idx);
     return 0;
 }
 
@@ -932,4 +1003,13 @@ int policy_yaml_to_json(const char *yaml, size_t len, char **json, char *err,
     }
     *json = o.p;
     return 0;
+}
+
+const char *policy_user_hash(const struct policy_customer *c,
+                             const char *name)
+{
+    for (unsigned i = 0; c != NULL && i < c->n_users; i++)
+        if (strcmp(c->users[i].name, name) == 0)
+            return c->users[i].hash;
+    return NULL;
 }

@@ -13,7 +13,10 @@
  *                      "max_sessions": 100,
  *                      "max_message_size": 10485760,
  *                      "max_recipients": 1000,
- *                      "require_tls": false } ] }
+ *                      "require_tls": false,
+ *                      "users": [ { "name": "app",
+ *                                   "password": "pbkdf2-sha256$..." } ],
+ *                      "require_auth": false } ] }
  *
  * Ownership: struct policy owns everything in it; policy_free() frees it.
  * Immutable after parsing, so it can be shared read-only.
@@ -32,6 +35,13 @@ struct policy_net {
     unsigned prefix;     /* prefix length */
 };
 
+/* An SMTP AUTH account of a customer. The password is never stored: only
+ * a PBKDF2 hash (gateways/auth.h, "pbkdf2-sha256$ITER$SALT$HASH"). */
+struct policy_user {
+    char *name;
+    char *hash;
+};
+
 struct policy_customer {
     char *name;
     struct policy_net *nets;
@@ -40,6 +50,10 @@ struct policy_customer {
     size_t max_message_size;  /* bytes */
     unsigned max_recipients;  /* per message */
     bool require_tls;         /* MAIL refused before STARTTLS */
+    struct policy_user *users; /* SMTP AUTH accounts (AUTH offered after
+                                  STARTTLS when there is at least one) */
+    unsigned n_users;
+    bool require_auth;        /* MAIL refused until AUTH succeeded */
 };
 
 struct policy {
@@ -65,5 +79,8 @@ const struct policy_customer *policy_find(const struct policy *p,
  * the customer's networks. */
 bool policy_allows(const struct policy_customer *c,
                    const struct sockaddr *sa);
+/* The user's password hash, or NULL. */
+const char *policy_user_hash(const struct policy_customer *c,
+                             const char *name);
 
 #endif

@@ -154,6 +154,14 @@ smtp:
         assert code == 200, st
         return st
 
+    def ctl_input(self, args, text):
+        """clusterctl with text on its standard input."""
+        p = subprocess.run([CLUSTERCTL, "-a", self.admin] + list(args),
+                           input=text, capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0, p.stderr
+        return p
+
     def ctl(self, *args, check=True):
         env = dict(os.environ)
         if self.cluster.token:

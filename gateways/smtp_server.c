@@ -11,11 +11,15 @@
 #include "node/errors.h"
 #include "node/log.h"
 
-#define MAX_LISTENERS 16
-
+/* One listening socket; freed in its close callback. Static listeners come
+ * from smtp.listen (port 0 here); the others from the policy's
+ * customers[].listen_port and follow it. */
 struct listener {
+    struct listener *next;
     uv_tcp_t tcp;
     struct smtp_server *srv;
+    char customer[65];
+    unsigned port;
 };
 
 /* One client connection; owned by the server, freed after both handles
@@ -39,8 +43,7 @@ struct conn {
 
 struct smtp_server {
     struct smtp_server_deps d;
-    struct listener listeners[MAX_LISTENERS];
-    unsigned n_listeners;
+    struct listener *listeners;
     struct conn *conns;
     unsigned sessions;
     int handles;
@@ -374,7 +377,7 @@ static void on_connection(uv_stream_t *server, int status)
     uv_tcp_nodelay(&c->tcp, 1);
 
     const struct sr_config *cfg = srv->d.cfg;
-    snprintf(c->customer, sizeof c->customer, "%s", cfg->smtp_customer);
+    snprintf(c->customer, sizeof c->customer, "%s", l->customer);
     const struct policy *pol = srv->d.policy(srv->d.ud);
     const struct policy_customer *cu = policy_find(pol, c->customer);
     struct smtp_limits lim = {0};
@@ -420,7 +423,49 @@ static void on_connection(uv_stream_t *server, int status)
 static void listener_closed(uv_handle_t *h)
 {
     struct listener *l = h->data;
-    srv_unref(l->srv);
+    struct smtp_server *srv = l->srv;
+    free(l);
+    srv_unref(srv);
+}
+
+static void listener_close(struct listener *l)
+{
+    struct listener **pp = &l->srv->listeners;
+    while (*pp != l)
+        pp = &(*pp)->next;
+    *pp = l->next;
+    uv_close((uv_handle_t *)&l->tcp, listener_closed);
+}
+
+/* Opens a listener on host:port for customer. */
+static int listener_open(struct smtp_server *srv, const char *host, int port,
+                         const char *customer, unsigned policy_port,
+                         char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
+        return sr_err(err, errlen, SR_EINVAL, "bad address %s", host);
+    struct listener *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return SR_ENOMEM;
+    l->srv = srv;
+    l->port = policy_port;
+    snprintf(l->customer, sizeof l->customer, "%s", customer);
+    uv_tcp_init(srv->d.loop, &l->tcp);
+    l->tcp.data = l;
+    srv->handles++;
+    l->next = srv->listeners;
+    srv->listeners = l;
+    int rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
+    if (rc != 0) {
+        listener_close(l);
+        return sr_err(err, errlen, SR_EIO, "%s:%d: %s", host, port,
+                      uv_strerror(rc));
+    }
+    return 0;
 }
 
 int smtp_server_start(const struct smtp_server_deps *deps,
@@ -431,35 +476,68 @@ int smtp_server_start(const struct smtp_server_deps *deps,
         return SR_ENOMEM;
     srv->d = *deps;
     const struct sr_config *cfg = deps->cfg;
-    for (unsigned i = 0; i < cfg->n_smtp_listen && i < MAX_LISTENERS; i++) {
-        char host[100];
+    for (unsigned i = 0; i < cfg->n_smtp_listen; i++) {
+        char host[100], msg[200];
         int port;
-        struct sockaddr_storage ss;
-        if (config_split_address(cfg->smtp_listen[i], host, sizeof host,
-                                 &port) != 0 ||
-            (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
-             uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)) {
-            smtp_server_close(srv, NULL, NULL);
-            return sr_err(err, errlen, SR_EINVAL,
-                          "smtp.listen[%u]: bad address %s", i,
-                          cfg->smtp_listen[i]);
-        }
-        struct listener *l = &srv->listeners[srv->n_listeners++];
-        l->srv = srv;
-        uv_tcp_init(deps->loop, &l->tcp);
-        l->tcp.data = l;
-        srv->handles++;
-        int rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+        int rc = config_split_address(cfg->smtp_listen[i], host, sizeof host,
+                                      &port);
         if (rc == 0)
-            rc = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
+            rc = listener_open(srv, host, port, cfg->smtp_customer, 0, msg,
+                               sizeof msg);
+        else
+            snprintf(msg, sizeof msg, "bad address");
         if (rc != 0) {
             smtp_server_close(srv, NULL, NULL);
-            return sr_err(err, errlen, SR_EIO, "smtp.listen %s: %s",
-                          cfg->smtp_listen[i], uv_strerror(rc));
+            return sr_err(err, errlen, rc, "smtp.listen[%u] %s: %s", i,
+                          cfg->smtp_listen[i], msg);
         }
     }
     *out = srv;
+    smtp_server_apply_policy(srv);
     return 0;
+}
+
+void smtp_server_apply_policy(struct smtp_server *srv)
+{
+    if (srv->closing)
+        return;
+    const struct policy *pol = srv->d.policy(srv->d.ud);
+    /* Close listeners whose port left the policy; retarget the others. */
+    for (struct listener *l = srv->listeners, *next; l; l = next) {
+        next = l->next;
+        if (l->port == 0)
+            continue;
+        const struct policy_customer *owner = NULL;
+        for (unsigned i = 0; pol && i < pol->n_customers; i++)
+            if (pol->customers[i].listen_port == l->port)
+                owner = &pol->customers[i];
+        if (owner == NULL) {
+            LOG_INFO("event=smtp_listener_closed port=%u customer=%s",
+                     l->port, l->customer);
+            listener_close(l);
+        } else {
+            snprintf(l->customer, sizeof l->customer, "%s", owner->name);
+        }
+    }
+    for (unsigned i = 0; pol && i < pol->n_customers; i++) {
+        const struct policy_customer *cu = &pol->customers[i];
+        if (cu->listen_port == 0)
+            continue;
+        struct listener *l = srv->listeners;
+        while (l && l->port != cu->listen_port)
+            l = l->next;
+        if (l != NULL)
+            continue;
+        char msg[200];
+        const char *host = srv->d.cfg->smtp_customer_host;
+        if (listener_open(srv, host, (int)cu->listen_port, cu->name,
+                          cu->listen_port, msg, sizeof msg) == 0)
+            LOG_INFO("event=smtp_listener_opened address=%s:%u customer=%s",
+                     host, cu->listen_port, cu->name);
+        else
+            LOG_ERROR("event=smtp_listener_failed customer=%s error=\"%s\"",
+                      cu->name, msg);
+    }
 }
 
 void smtp_server_close(struct smtp_server *srv, void (*cb)(void *),
@@ -468,8 +546,8 @@ void smtp_server_close(struct smtp_server *srv, void (*cb)(void *),
     srv->closing = 1;
     srv->close_cb = cb;
     srv->close_arg = arg;
-    for (unsigned i = 0; i < srv->n_listeners; i++)
-        uv_close((uv_handle_t *)&srv->listeners[i].tcp, listener_closed);
+    while (srv->listeners)
+        listener_close(srv->listeners);
     while (srv->conns) {
         struct conn *c = srv->conns;
         smtp_session_shutdown(c->s, "Service shutting down");

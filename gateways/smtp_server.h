@@ -41,5 +41,9 @@ int smtp_server_start(const struct smtp_server_deps *deps,
  * handle is closed. */
 void smtp_server_close(struct smtp_server *s, void (*cb)(void *), void *arg);
 unsigned smtp_server_sessions(const struct smtp_server *s);
+/* Opens and closes the listeners that the policy declares
+ * (customers[].listen_port on smtp.customer_host) to match the current
+ * policy; sessions already open go on. Call after each policy change. */
+void smtp_server_apply_policy(struct smtp_server *s);
 
 #endif

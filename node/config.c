@@ -86,6 +86,7 @@ static const struct key_spec keys[] = {
     {"rpc", "timeout_ms", K_UINT, OFF(rpc_timeout_ms), 1, 600000},
     {"smtp", "listen", K_LISTEN, OFF(smtp_listen), 0, 0},
     {"smtp", "customer", K_CUSTOMER, OFF(smtp_customer), 0, 0},
+    {"smtp", "customer_host", K_STRING, OFF(smtp_customer_host), 0, 0},
     {"smtp", "tls_cert", K_STRING, OFF(tls_cert), 0, 0},
     {"smtp", "tls_key", K_STRING, OFF(tls_key), 0, 0},
     {"smtp", "commit_timeout_ms", K_UINT, OFF(commit_timeout_ms), 1, 600000},
@@ -424,6 +425,7 @@ void config_free(struct sr_config *cfg)
         free(cfg->smtp_listen[i]);
     free(cfg->smtp_listen);
     free(cfg->smtp_customer);
+    free(cfg->smtp_customer_host);
     free(cfg->tls_cert);
     free(cfg->tls_key);
     free(cfg->admin_listen);
@@ -507,6 +509,7 @@ static int defaults(struct sr_config *cfg)
     cfg->raft_listen = strdup("127.0.0.1:7001");
     cfg->rpc_listen = strdup("127.0.0.1:7101");
     cfg->smtp_customer = strdup("default");
+    cfg->smtp_customer_host = strdup("127.0.0.1");
     cfg->admin_listen = strdup("127.0.0.1:8080");
     cfg->smtp_listen = calloc(1, sizeof *cfg->smtp_listen);
     if (cfg->smtp_listen != NULL) {
@@ -515,6 +518,7 @@ static int defaults(struct sr_config *cfg)
     }
     if (cfg->log_level == NULL || cfg->raft_listen == NULL ||
         cfg->rpc_listen == NULL || cfg->smtp_customer == NULL ||
+        cfg->smtp_customer_host == NULL ||
         cfg->admin_listen == NULL || cfg->n_smtp_listen != 1 ||
         set_data_dir(cfg) != 0 || set_hostname(cfg) != 0 ||
         set_self_peer(cfg) != 0) {

@@ -54,6 +54,10 @@ struct sr_config {
     unsigned n_smtp_listen;
     char *smtp_customer;   /* smtp.customer: policy customer served on these
                               listeners, default "default" */
+    char *smtp_customer_host; /* smtp.customer_host: address on which the
+                                 listeners that the policy declares
+                                 (customers[].listen_port) are opened,
+                                 default 127.0.0.1 */
     char *tls_cert;        /* smtp.tls_cert: PEM file; none = no STARTTLS */
     char *tls_key;         /* smtp.tls_key */
     unsigned commit_timeout_ms;  /* smtp.commit_timeout_ms, default 15000:

@@ -85,6 +85,8 @@ static void load_policy(struct sr_node *n)
     }
     policy_free(n->policy);
     n->policy = p;
+    if (n->smtp != NULL)
+        smtp_server_apply_policy(n->smtp);
 }
 
 static void on_apply(void *ud, uint64_t index, const Sr__Entry *e,
@@ -175,6 +177,7 @@ static void stop(struct sr_node *n)
     uv_close((uv_handle_t *)&n->sync, NULL);
     n->pending_close = 3;
     smtp_server_close(n->smtp, part_closed, n);
+    n->smtp = NULL; /* freed when closed; policy changes no longer reach it */
     http_server_close(n->admin, part_closed, n);
     ingest_free(n->ingest);
     rnode_close(n->rn, part_closed, n);

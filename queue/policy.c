@@ -274,7 +274,7 @@ static int parse_networks(json_t *v, unsigned idx, struct policy_customer *c,
 
 static const char *const customer_keys[] = {
     "name",           "networks",    "max_sessions", "max_message_size",
-    "max_recipients", "require_tls",  "users",        "require_auth",
+    "max_recipients", "require_tls",  "users",        "require_auth", "listen_port",
 };
 
 /* "users": [{"name": "...", "password": "pbkdf2-sha256$..."}] */
@@ -405,6 +405,11 @@ static int parse_customer(json_t *obj, unsigned idx, struct policy_customer *c,
         return sr_err(err, errlen, SR_EINVAL,
                       "customers[%u].require_auth: must be true or false", idx);
     c->require_auth = v != NULL && json_is_true(v);
+    long long port = 0;
+    rc = get_int(obj, "listen_port", idx, 1, 65535, &port, err, errlen);
+    if (rc != 0)
+        return rc;
+    c->listen_port = (unsigned)port;
     if (c->require_auth && c->n_users == 0)
         return sr_err(err, errlen, SR_EINVAL,
                       "customers[%u].require_auth: needs at least one user",
@@ -432,6 +437,14 @@ static int check_unique(const struct policy *p, char *err, size_t errlen)
 {
     if (p->n_customers < 2)
         return 0;
+    for (unsigned i = 0; i < p->n_customers; i++)
+        for (unsigned j = 0; j < i; j++)
+            if (p->customers[i].listen_port != 0 &&
+                p->customers[i].listen_port == p->customers[j].listen_port)
+                return sr_err(err, errlen, SR_EINVAL,
+                              "customers[%u].listen_port: %u is also "
+                              "customers[%u]'s",
+                              i, p->customers[i].listen_port, j);
     struct name_ref *refs = calloc(p->n_customers, sizeof *refs);
     if (refs == NULL)
         return sr_err(err, errlen, SR_ENOMEM, "out of memory");

@@ -54,6 +54,9 @@ struct policy_customer {
                                   STARTTLS when there is at least one) */
     unsigned n_users;
     bool require_auth;        /* MAIL refused until AUTH succeeded */
+    unsigned listen_port;     /* 0 = none; else every node listens on
+                                 smtp.customer_host:listen_port for this
+                                 customer */
 };
 
 struct policy {

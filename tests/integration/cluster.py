@@ -43,6 +43,9 @@ class Node:
         self.config_path = os.path.join(cluster.dir, "node%d.yaml" % node_id)
         self.log_path = os.path.join(cluster.dir, "node%d.log" % node_id)
         self.proc = None
+        # where listeners declared by the policy open: one loopback address
+        # per node, so that every node can serve the same port
+        self.customer_host = "127.0.1.%d" % node_id
 
     @property
     def raft_address(self):
@@ -78,6 +81,7 @@ raft:
   listen: "{self.rpc_address}"
 smtp:
   listen: ["127.0.0.1:{self.smtp_port}"]
+  customer_host: "{self.customer_host}"
   commit_timeout_ms: {c.commit_timeout_ms}
 """
         if c.tls:

@@ -251,3 +251,51 @@ def test_session_limit_holds_under_burst(make_cluster):
     assert all("4.7.0" in g[1][0] for g in greetings if g[0] == 421)
     for r in conns:
         r.close()
+
+
+def test_policy_listeners_open_and_close_on_every_node(cluster3):
+    from cluster import free_ports
+    port = free_ports(1)[0]
+    policy = {"customers": [
+        {"name": "default", "networks": ["127.0.0.1/32"]},
+        {"name": "acme", "networks": ["127.0.0.1/32"], "listen_port": port,
+         "max_recipients": 2}]}
+    st, res = cluster3.nodes[0].api("POST", "/v1/policy", policy)
+    assert st == 200, res
+    cluster3.wait_converged()
+    codes = []
+    for n in cluster3.nodes:
+        # the new listener serves customer acme, with acme's limits
+        r = Raw(port, host=n.customer_host)
+        assert r.reply()[0] == 220
+        r.send("EHLO t\r\nMAIL FROM:<a@b.c>\r\n")
+        r.replies(2)
+        got = []
+        for i in range(3):
+            r.send("RCPT TO:<r%d@e.f>\r\n" % i)
+            got.append(r.reply()[0])
+        assert got == [250, 250, 452]
+        r.send("DATA\r\n")
+        assert r.reply()[0] == 354
+        r.send("Subject: acme\r\n\r\nhi\r\n.\r\n")
+        code, lines = r.reply()
+        assert code == 250
+        codes.append(code_of(lines[0][4:]))
+        r.close()
+    for c in codes:
+        assert show(cluster3.nodes[0], c)["customer"] == "acme"
+    # the node's own listener still serves customer default
+    code, text = send(cluster3.nodes[0].smtp_port)
+    assert show(cluster3.nodes[1], code_of(text))["customer"] == "default"
+    # dropping the listener from the policy closes it everywhere
+    st, _ = cluster3.nodes[2].api("POST", "/v1/policy", {"customers": [
+        {"name": "default", "networks": ["127.0.0.1/32"]}]})
+    assert st == 200
+    cluster3.wait_converged()
+    import socket
+    for n in cluster3.nodes:
+        s = socket.socket()
+        try:
+            assert s.connect_ex((n.customer_host, port)) != 0
+        finally:
+            s.close()

@@ -135,6 +135,11 @@ static void get_status(struct sr_node *n, struct sink *s)
         "smtp_sessions", (json_int_t)smtp_server_sessions(n->smtp),
         "ingest_inflight", (json_int_t)ingest_inflight(n->ingest), "ready",
         rnode_is_ready_leader(n->rn));
+    json_object_set_new(o, "bodies",
+                        json_integer((json_int_t)body_store_count(n->bodies)));
+    json_object_set_new(
+        o, "bodies_repaired",
+        json_integer((json_int_t)(n->repair ? repair_fetched(n->repair) : 0)));
     json_decref(dg);
     reply(s, 200, o);
 }

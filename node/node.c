@@ -96,6 +96,8 @@ static void on_apply(void *ud, uint64_t index, const Sr__Entry *e,
     (void)index;
     if (e == NULL) { /* snapshot restored */
         load_policy(n);
+        if (n->repair)
+            repair_kick(n->repair);
         return;
     }
     for (size_t i = 0; i < e->n_ops; i++) {
@@ -176,6 +178,8 @@ static void stop(struct sr_node *n)
     uv_timer_stop(&n->sync);
     uv_close((uv_handle_t *)&n->sync, NULL);
     n->pending_close = 3;
+    repair_stop(n->repair);
+    n->repair = NULL;
     smtp_server_close(n->smtp, part_closed, n);
     n->smtp = NULL; /* freed when closed; policy changes no longer reach it */
     http_server_close(n->admin, part_closed, n);
@@ -225,6 +229,9 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
     rnode_set_apply_hook(n->rn, on_apply, n);
     if ((rc = ingest_new(&n->loop, cfg, n->boot, n->bodies, n->rn, n->rpc,
                          &n->ingest)) != 0)
+        return rc;
+    if ((rc = repair_start(&n->loop, cfg, n->store, n->bodies, n->rn, n->rpc,
+                           &n->repair)) != 0)
         return rc;
     if (cfg->tls_cert && cfg->tls_cert[0] &&
         (rc = tls_ctx_new_server(cfg->tls_cert, cfg->tls_key, &n->tls, err,

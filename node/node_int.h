@@ -5,6 +5,7 @@
 #include <uv.h>
 
 #include "engine/ingest.h"
+#include "engine/repair.h"
 #include "gateways/http_server.h"
 #include "gateways/smtp_server.h"
 #include "gateways/tls.h"
@@ -25,6 +26,7 @@ struct sr_node {
     struct rpc *rpc;
     struct rnode *rn;
     struct ingest *ingest;
+    struct repair *repair;
     struct tls_ctx *tls;
     struct smtp_server *smtp;
     struct http_server *admin;

@@ -45,7 +45,7 @@
 #define MAX_CODE 63
 #define MAX_BODY ((uint64_t)1 << 32)
 
-enum job_kind { JOB_PUT, JOB_GET, JOB_DEL };
+enum job_kind { JOB_PUT, JOB_GET, JOB_DEL, JOB_HAS };
 
 /* One request; owned by the store from submission to callback. */
 struct job {
@@ -100,7 +100,7 @@ struct body_store {
     uint32_t active_id;
     uint64_t active_size;
     /* statistics: written by the worker under mu */
-    uint64_t puts, bytes, commits;
+    uint64_t puts, bytes, commits, count;
 };
 
 /* ---- index: open addressing, FNV-1a ---- */
@@ -398,7 +398,7 @@ static void write_batch(struct body_store *b, struct job *jobs)
 {
     static const uint8_t zeros[8];
     for (struct job *j = jobs; j; j = j->next) {
-        if (j->kind == JOB_GET)
+        if (j->kind == JOB_GET || j->kind == JOB_HAS)
             continue;
         if (j->kind == JOB_DEL && find(b, j->code) == NULL) {
             j->status = SR_ENOTFOUND;
@@ -437,7 +437,7 @@ static void write_batch(struct body_store *b, struct job *jobs)
     if (!synced)
         LOG_ERROR("event=body_sync_failed error=\"%s\"", strerror(errno));
     for (struct job *j = jobs; j; j = j->next) {
-        if (j->kind == JOB_GET || j->status != 1)
+        if (j->kind == JOB_GET || j->kind == JOB_HAS || j->status != 1)
             continue;
         if (!synced) {
             j->status = SR_EIO;
@@ -503,16 +503,20 @@ static void *worker(void *arg)
 
         int writes = 0;
         for (struct job *j = jobs; j; j = j->next)
-            writes |= j->kind != JOB_GET;
+            writes |= j->kind == JOB_PUT || j->kind == JOB_DEL;
         if (writes)
             write_batch(b, jobs);
-        for (struct job *j = jobs; j; j = j->next)
+        for (struct job *j = jobs; j; j = j->next) {
             if (j->kind == JOB_GET)
                 read_one(b, j);
+            else if (j->kind == JOB_HAS)
+                j->status = find(b, j->code) ? 0 : SR_ENOTFOUND;
+        }
 
         pthread_mutex_lock(&b->mu);
         if (writes)
             b->commits++;
+        b->count = b->used;
         for (struct job *j = jobs; j;) {
             struct job *next = j->next;
             if (j->kind == JOB_PUT && j->status == 0) {
@@ -584,6 +588,7 @@ int body_store_open(uv_loop_t *loop, const char *dir, struct body_store **out,
     }
     LOG_INFO("event=body_store_opened bodies=%zu segments=%zu", b->used,
              b->n_segs);
+    b->count = b->used;
     b->todo_tail = &b->todo;
     b->done_tail = &b->done;
     pthread_mutex_init(&b->mu, NULL);
@@ -670,6 +675,20 @@ int body_store_del(struct body_store *b, const char *code, body_done_cb cb,
                    void *ud)
 {
     return submit(b, JOB_DEL, code, NULL, 0, cb, NULL, ud);
+}
+
+int body_store_has(struct body_store *b, const char *code, body_done_cb cb,
+                   void *ud)
+{
+    return submit(b, JOB_HAS, code, NULL, 0, cb, NULL, ud);
+}
+
+uint64_t body_store_count(struct body_store *b)
+{
+    pthread_mutex_lock(&b->mu);
+    uint64_t n = b->count;
+    pthread_mutex_unlock(&b->mu);
+    return n;
 }
 
 void body_store_stats(struct body_store *b, uint64_t *puts, uint64_t *bytes,

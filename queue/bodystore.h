@@ -38,6 +38,12 @@ int body_store_get(struct body_store *b, const char *code, body_get_cb cb,
 int body_store_del(struct body_store *b, const char *code, body_done_cb cb,
                    void *ud);
 
+/* cb(ud, 0) if the body is here, SR_ENOTFOUND if not; reads nothing. */
+int body_store_has(struct body_store *b, const char *code, body_done_cb cb,
+                   void *ud);
+/* Number of bodies held (as of the last batch the worker finished). */
+uint64_t body_store_count(struct body_store *b);
+
 /* Counters for the admin API. */
 void body_store_stats(struct body_store *b, uint64_t *puts, uint64_t *bytes,
                       uint64_t *commits);

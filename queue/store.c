@@ -202,6 +202,40 @@ static int apply_accept(struct queue_store *s, MDB_txn *txn, uint64_t index,
     return 0;
 }
 
+static int apply_holder_add(struct queue_store *s, MDB_txn *txn,
+                            Sr__HolderAdd *h)
+{
+    MDB_val k = {strlen(h->code), h->code}, v;
+    if (h->code[0] == '\0' || mdb_get(txn, s->dbi[DB_MSGS], &k, &v) != 0)
+        return SR_ENOTFOUND;
+    Sr__StoredMessage *m = sr__stored_message__unpack(NULL, v.mv_size,
+                                                      v.mv_data);
+    if (m == NULL)
+        die_mdb("stored message undecodable", MDB_CORRUPTED);
+    Sr__MessageAccept *a = m->accept;
+    for (size_t i = 0; i < a->n_holders; i++) {
+        if (a->holders[i] == h->node) {
+            sr__stored_message__free_unpacked(m, NULL);
+            return SR_EEXIST;
+        }
+    }
+    /* protobuf-c frees with its allocator (malloc): grow in place. */
+    uint64_t *nh = realloc(a->holders, (a->n_holders + 1) * sizeof *nh);
+    if (nh == NULL)
+        die_mdb("apply", ENOMEM);
+    nh[a->n_holders++] = h->node;
+    a->holders = nh;
+    size_t len = sr__stored_message__get_packed_size(m);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL)
+        die_mdb("apply", ENOMEM);
+    sr__stored_message__pack(m, buf);
+    put(txn, s->dbi[DB_MSGS], h->code, strlen(h->code), buf, len);
+    free(buf);
+    sr__stored_message__free_unpacked(m, NULL);
+    return 0;
+}
+
 static int apply_policy(struct queue_store *s, MDB_txn *txn,
                         Sr__PolicySet *p)
 {
@@ -248,6 +282,9 @@ void queue_store_apply(struct queue_store *s, uint64_t index,
             break;
         case SR__OP__OP_NODE_INFO:
             st = apply_node(s, txn, op->node_info);
+            break;
+        case SR__OP__OP_HOLDER_ADD:
+            st = apply_holder_add(s, txn, op->holder_add);
             break;
         default:
             st = SR_EPARSE;
@@ -368,6 +405,42 @@ void queue_store_list(struct queue_store *s, size_t limit,
         mdb_cursor_close(cur);
     }
     mdb_txn_abort(txn);
+}
+
+int queue_store_scan(struct queue_store *s, const char *after, size_t limit,
+                     void (*fn)(void *ud, const Sr__StoredMessage *m),
+                     void *ud, char *last, size_t lastlen)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    size_t n = 0;
+    last[0] = '\0';
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+        return 0;
+    if (mdb_cursor_open(txn, s->dbi[DB_MSGS], &cur) == 0) {
+        MDB_val k = {after ? strlen(after) : 0, (void *)after}, v;
+        int rc = after && after[0] ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
+                                   : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        /* SET_RANGE lands on `after` itself when it still exists: skip it */
+        if (rc == 0 && after && after[0] && k.mv_size == strlen(after) &&
+            memcmp(k.mv_data, after, k.mv_size) == 0)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        for (; rc == 0 && n < limit;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
+            Sr__StoredMessage *m =
+                sr__stored_message__unpack(NULL, v.mv_size, v.mv_data);
+            if (m == NULL)
+                continue;
+            fn(ud, m);
+            sr__stored_message__free_unpacked(m, NULL);
+            size_t len = k.mv_size < lastlen - 1 ? k.mv_size : lastlen - 1;
+            memcpy(last, k.mv_data, len);
+            last[len] = '\0';
+        }
+        mdb_cursor_close(cur);
+    }
+    mdb_txn_abort(txn);
+    return (int)n;
 }
 
 /* ---- digest, snapshot, restore ---- */

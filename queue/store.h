@@ -53,7 +53,8 @@ uint64_t queue_store_applied(struct queue_store *s);
 
 /* Applies one entry's operations atomically with index. statuses (n_ops
  * long) receives per-op results: 0 applied, SR_EEXIST already present,
- * SR_ETIMEDOUT stamped past its deadline, SR_EPARSE invalid policy. Never
+ * SR_ETIMEDOUT stamped past its deadline, SR_EPARSE invalid policy,
+ * SR_ENOTFOUND holder added to an unknown message. Never
  * fails: aborts the process if LMDB cannot write. */
 void queue_store_apply(struct queue_store *s, uint64_t index,
                        const Sr__Entry *e, int *statuses);
@@ -71,6 +72,13 @@ void queue_store_counts(struct queue_store *s, uint64_t counts[RCPT_STATE_MAX],
 /* Calls fn for up to limit message codes in key order (0 = all). */
 void queue_store_list(struct queue_store *s, size_t limit,
                       void (*fn)(void *ud, const char *code), void *ud);
+
+/* Calls fn for up to limit stored messages with codes after `after` (""
+ * or NULL = from the start), in code order; copies the last code seen into
+ * last ("" when the end was reached). Returns the number visited. */
+int queue_store_scan(struct queue_store *s, const char *after, size_t limit,
+                     void (*fn)(void *ud, const Sr__StoredMessage *m),
+                     void *ud, char *last, size_t lastlen);
 
 /* SHA-256 over every database in key order, with the applied index. */
 void queue_store_digest(struct queue_store *s, uint8_t out[32],

@@ -254,7 +254,11 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     }
     if (n > 0 && !c->closing) {
-        unsigned t = c->srv->d.cfg->command_timeout_s;
+        /* RFC 5321 4.5.3.2: a data block timeout inside DATA, the command
+         * timeout elsewhere; both restart with every read. */
+        const struct sr_config *cfg = c->srv->d.cfg;
+        unsigned t = smtp_session_in_data(c->s) ? cfg->data_timeout_s
+                                                : cfg->command_timeout_s;
         uv_timer_start(&c->timer, on_timeout, (uint64_t)t * 1000, 0);
         if (c->tls != NULL) {
             int was = tls_conn_established(c->tls);

@@ -1198,3 +1198,8 @@ bool smtp_session_busy(const struct smtp_session *s)
 {
     return s->wait != WAIT_NONE;
 }
+
+bool smtp_session_in_data(const struct smtp_session *s)
+{
+    return s->mode == MODE_DATA;
+}

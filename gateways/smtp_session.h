@@ -126,6 +126,10 @@ void smtp_session_reply_message(struct smtp_session *s, int code,
 void smtp_session_reply_auth(struct smtp_session *s, bool ok);
 void smtp_session_tls_started(struct smtp_session *s);
 
+/* True between the 354 and the end of the data (for the data timeout,
+ * RFC 5321 4.5.3.2). */
+bool smtp_session_in_data(const struct smtp_session *s);
+
 /* True while waiting for reply_message/reply_auth or the TLS handshake. */
 bool smtp_session_busy(const struct smtp_session *s);
 

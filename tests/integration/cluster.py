@@ -83,6 +83,8 @@ smtp:
   listen: ["127.0.0.1:{self.smtp_port}"]
   customer_host: "{self.customer_host}"
   commit_timeout_ms: {c.commit_timeout_ms}
+  command_timeout_s: {c.command_timeout_s}
+  data_timeout_s: {c.data_timeout_s}
 """
         if c.tls:
             text += f'  tls_cert: "{c.cert}"\n  tls_key: "{c.key}"\n'
@@ -182,7 +184,8 @@ smtp:
 class Cluster:
     def __init__(self, tmpdir, n=3, tls=False, snapshot_threshold=16384,
                  snapshot_trailing=4096, commit_timeout_ms=15000,
-                 log_level="info", token=None):
+                 log_level="info", token=None, command_timeout_s=300,
+                 data_timeout_s=180):
         self.dir = str(tmpdir)
         os.makedirs(self.dir, exist_ok=True)
         self.tls = tls
@@ -191,6 +194,8 @@ class Cluster:
         self.commit_timeout_ms = commit_timeout_ms
         self.log_level = log_level
         self.token = token
+        self.command_timeout_s = command_timeout_s
+        self.data_timeout_s = data_timeout_s
         if tls:
             self.cert = os.path.join(self.dir, "cert.pem")
             self.key = os.path.join(self.dir, "key.pem")

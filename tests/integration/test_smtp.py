@@ -299,3 +299,26 @@ def test_policy_listeners_open_and_close_on_every_node(cluster3):
             assert s.connect_ex((n.customer_host, port)) != 0
         finally:
             s.close()
+
+
+def test_command_and_data_timeouts(make_cluster):
+    import time
+    c = make_cluster(n=1, command_timeout_s=1, data_timeout_s=60).start()
+    node = c.nodes[0]
+    # idle between commands: 421 and closed
+    r = Raw(node.smtp_port)
+    r.reply()
+    code, lines = r.reply()
+    assert code == 421
+    assert r.closed()
+    # inside DATA the longer data timeout applies
+    r = Raw(node.smtp_port)
+    r.reply()
+    r.send("EHLO t\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n")
+    assert [x for x, _ in r.replies(4)] == [250, 250, 250, 354]
+    r.send("Subject: slow\r\n\r\nfirst line\r\n")
+    time.sleep(2.5)   # more than the command timeout
+    r.send("last line\r\n.\r\n")
+    code, lines = r.reply()
+    assert code == 250, lines
+    r.close()

@@ -32,6 +32,8 @@
 #include <unistd.h>
 
 #include "node/errors.h"
+#include "node/yamlsafe.h"
+#include "queue/policy.h"
 
 /* A config file is a few kilobytes; the cap keeps a wrong path (a log, a
  * disk image) from being read into memory. */
@@ -112,34 +114,6 @@ struct loader {
 
 /* ---- small helpers ------------------------------------------------------ */
 
-/* Copies untrusted text into an error message: at most 64 bytes, with
- * anything that is not printable ASCII shown as '?', so that a message never
- * carries control characters into a log line. */
-static void sanitize(char *dst, size_t dstlen, const char *src, size_t len)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < len && n + 4 < dstlen && i < 64; i++)
-        dst[n++] = (src[i] >= 0x20 && src[i] < 0x7f) ? src[i] : '?';
-    if (len > 64 && n + 4 < dstlen) {
-        memcpy(dst + n, "...", 3);
-        n += 3;
-    }
-    dst[n] = '\0';
-}
-
-/* The 1-based line of a node, or 0 when libfyaml has no token for it
- * (collections, empty scalars). */
-static int node_line(struct fy_node *n)
-{
-    if (n == NULL || !fy_node_is_scalar(n))
-        return 0;
-    struct fy_token *t = fy_node_get_scalar_token(n);
-    if (t == NULL)
-        return 0;
-    const struct fy_mark *m = fy_token_start_mark(t);
-    return m != NULL ? m->line + 1 : 0;
-}
-
 /* Reports "key: message (line N)". at_key is used for the line number when
  * the value itself has none. */
 static int fail(struct loader *ld, int code, const char *key,
@@ -155,9 +129,9 @@ static int fail(struct loader *ld, int code, const char *key,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    int line = node_line(at_value);
+    int line = yamlsafe_node_line(at_value);
     if (line == 0)
-        line = node_line(at_key);
+        line = yamlsafe_node_line(at_key);
     if (line > 0)
         return sr_err(ld->err, ld->errlen, code, "%s: %s (line %d)", key, msg,
                       line);
@@ -299,21 +273,6 @@ static bool valid_hostname(const char *s)
         char c = s[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
               (c >= '0' && c <= '9') || c == '-' || c == '.'))
-            return false;
-    }
-    return true;
-}
-
-/* Same rule as a policy customer name (queue/policy.c). */
-static bool valid_customer(const char *s)
-{
-    size_t len = strlen(s);
-    if (len == 0 || len > 64)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_'))
             return false;
     }
     return true;
@@ -646,7 +605,7 @@ static int load_peer(struct loader *ld, const char *key, struct fy_node *item,
             *slot = s;
         } else {
             char name[80];
-            sanitize(name, sizeof name, k, klen);
+            sr_sanitize(name, sizeof name, k, klen);
             snprintf(path, sizeof path, "%s.%s", key, name);
             return fail(ld, SR_EINVAL, path, NULL, kn, "unknown key");
         }
@@ -783,7 +742,7 @@ static int load_key(struct loader *ld, const struct key_spec *ks,
                    "(at most 253 characters)";
         break;
     case K_CUSTOMER:
-        if (rc != 0 || !valid_customer(s))
+        if (rc != 0 || !policy_valid_name(s, strlen(s)))
             rule = "must be 1 to 64 characters of A-Z a-z 0-9 _ . -";
         break;
     case K_TOKEN:
@@ -833,7 +792,7 @@ static int load_section(struct loader *ld, const char *section,
         }
         if (ks == NULL) {
             char name[80], key[128];
-            sanitize(name, sizeof name, k, klen);
+            sr_sanitize(name, sizeof name, k, klen);
             snprintf(key, sizeof key, "%s.%s", section, name);
             return fail(ld, SR_EINVAL, key, NULL, kn, "unknown key");
         }
@@ -874,7 +833,7 @@ static int load_root(struct loader *ld, struct fy_node *root)
         }
         if (section == NULL) {
             char name[80];
-            sanitize(name, sizeof name, k, klen);
+            sr_sanitize(name, sizeof name, k, klen);
             return fail(ld, SR_EINVAL, name, NULL, kn, "unknown key");
         }
         struct fy_node *raw = fy_node_pair_value(pair);
@@ -923,233 +882,20 @@ static int finish(struct loader *ld)
 
 /* ---- YAML parsing -------------------------------------------------------- */
 
-/* Reports the first error libfyaml collected as "line L, column C: msg". */
-static int yaml_error(struct fy_diag *diag, char *err, size_t errlen)
+static int load_doc(void *ud, struct fy_node *root)
 {
-    void *it = NULL;
-    struct fy_diag_error *e;
-    while ((e = fy_diag_errors_iterate(diag, &it)) != NULL) {
-        if (e->type >= FYET_ERROR)
-            return sr_err(err, errlen, SR_EPARSE, "line %d, column %d: %s",
-                          e->line, e->column, e->msg ? e->msg : "YAML error");
-    }
-    return sr_err(err, errlen, SR_EPARSE, "YAML parse failed");
-}
-
-/* Decodes the UTF-8 sequence at s into *cp and returns its length, or 0 if
- * it is not valid UTF-8 (RFC 3629 3: no overlong forms, no surrogates,
- * nothing above U+10FFFF). */
-static size_t utf8_decode(const unsigned char *s, size_t len, unsigned *cp)
-{
-    unsigned c = s[0], min;
-    size_t n;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2, *cp = c & 0x1f, min = 0x80;
-    } else if ((c & 0xf0) == 0xe0) {
-        n = 3, *cp = c & 0x0f, min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4, *cp = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        *cp = (*cp << 6) | (s[i] & 0x3f);
-    }
-    if (*cp < min || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
-/* YAML 1.2 5.1: a stream holds only printable characters (c-printable). */
-static bool yaml_printable(unsigned cp)
-{
-    return cp == 0x9 || cp == 0xa || cp == 0xd || (cp >= 0x20 && cp <= 0x7e) ||
-           cp == 0x85 || (cp >= 0xa0 && cp <= 0xd7ff) ||
-           (cp >= 0xe000 && cp <= 0xfffd) || (cp >= 0x10000 && cp <= 0x10ffff);
-}
-
-/* Checks the text before libfyaml sees it and returns a NUL-terminated copy
- * to parse. libfyaml 0.7.12 can loop forever or read out of bounds on
- * invalid UTF-8 (upstream issue #101, a hang in fy_scan_directive on
- * "%\xe9"), and it scans its input as a C string; so only valid UTF-8 of
- * YAML's printable characters ever reaches it, never the caller's
- * unterminated buffer. */
-static int yaml_copy(const char *s, size_t len, char **copy, char *err,
-                     size_t errlen)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    int line = 1;
-    for (size_t i = 0; i < len;) {
-        unsigned cp;
-        size_t n = utf8_decode(u + i, len - i, &cp);
-        if (n == 0)
-            return sr_err(err, errlen, SR_EPARSE, "line %d: invalid UTF-8",
-                          line);
-        if (!yaml_printable(cp))
-            return sr_err(err, errlen, SR_EPARSE,
-                          "line %d: character U+%04X is not allowed in YAML",
-                          line, cp);
-        line += cp == '\n';
-        i += n;
-    }
-    *copy = malloc(len + 1);
-    if (*copy == NULL)
-        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
-    memcpy(*copy, s, len);
-    (*copy)[len] = '\0';
-    return 0;
-}
-
-/* Walks the tree before any value is read, refusing what libfyaml 0.7.12
- * would get wrong:
- * - two adjacent '' escapes in a single-quoted scalar are unescaped wrongly
- *   ('a''''b' reads as "a'''" instead of "a''b") and, with more of them, the
- *   text is lost and its buffer leaked. They are found in the source bytes
- *   (the token marks are byte offsets into text, quotes excluded).
- * - an alias name with '/' is taken as a path expression by
- *   fy_node_resolve_alias, whose parse errors go to stderr. */
-static int check_tree(struct fy_node *n, const char *text, size_t len,
-                      int depth, char *err, size_t errlen)
-{
-    if (n == NULL)
-        return 0;
-    if (fy_node_is_alias(n)) {
-        /* The target is checked where it is defined. */
-        size_t nlen;
-        const char *name = fy_node_get_scalar(n, &nlen);
-        if (name != NULL && memchr(name, '/', nlen) != NULL)
-            return sr_err(err, errlen, SR_EPARSE,
-                          "line %d: alias names containing '/' are not "
-                          "supported",
-                          node_line(n));
-        return 0;
-    }
-    if (depth > 256)
-        return sr_err(err, errlen, SR_EPARSE, "YAML nested too deeply");
-    void *it = NULL;
-    switch (fy_node_get_type(n)) {
-    case FYNT_SCALAR: {
-        if (fy_node_get_style(n) != FYNS_SINGLE_QUOTED)
-            return 0;
-        struct fy_token *t = fy_node_get_scalar_token(n);
-        const struct fy_mark *a = t != NULL ? fy_token_start_mark(t) : NULL;
-        const struct fy_mark *b = t != NULL ? fy_token_end_mark(t) : NULL;
-        if (a == NULL || b == NULL || b->input_pos > len ||
-            a->input_pos > b->input_pos)
-            return sr_err(err, errlen, SR_EPARSE,
-                          "single-quoted string without a source position");
-        for (size_t i = a->input_pos; i + 4 <= b->input_pos; i++)
-            if (memcmp(text + i, "''''", 4) == 0)
-                return sr_err(err, errlen, SR_EPARSE,
-                              "line %d: adjacent '' escapes in a single-quoted "
-                              "string are not supported; use double quotes",
-                              a->line + 1);
-        return 0;
-    }
-    case FYNT_SEQUENCE: {
-        struct fy_node *item;
-        while ((item = fy_node_sequence_iterate(n, &it)) != NULL) {
-            int rc = check_tree(item, text, len, depth + 1, err, errlen);
-            if (rc != 0)
-                return rc;
-        }
-        return 0;
-    }
-    case FYNT_MAPPING: {
-        struct fy_node_pair *pair;
-        while ((pair = fy_node_mapping_iterate(n, &it)) != NULL) {
-            int rc = check_tree(fy_node_pair_key(pair), text, len, depth + 1,
-                                err, errlen);
-            if (rc == 0)
-                rc = check_tree(fy_node_pair_value(pair), text, len, depth + 1,
-                                err, errlen);
-            if (rc != 0)
-                return rc;
-        }
-        return 0;
-    }
-    default:
-        return 0;
-    }
+    /* An empty file (or comments only) means all defaults. */
+    return root != NULL ? load_root(ud, root) : 0;
 }
 
 static int load_yaml(const char *yaml, size_t len, struct sr_config *cfg,
                      char *err, size_t errlen)
 {
     struct loader ld = {.cfg = cfg, .err = err, .errlen = errlen};
-    char *text = NULL;
-    int rc = len > 0 ? yaml_copy(yaml, len, &text, err, errlen) : 0;
-    if (rc != 0) {
-        memset(cfg, 0, sizeof *cfg);
-        return rc;
-    }
-    rc = defaults(cfg);
-    if (rc != 0) {
-        free(text);
+    int rc = defaults(cfg);
+    if (rc != 0)
         return oom(&ld);
-    }
-
-    /* Errors are collected rather than printed: the caller decides where
-     * the one-line message goes. */
-    struct fy_diag_cfg dcfg;
-    fy_diag_cfg_default(&dcfg);
-    dcfg.fp = NULL;
-    dcfg.colorize = false;
-    struct fy_diag *diag = fy_diag_create(&dcfg);
-    if (diag == NULL) {
-        free(text);
-        config_free(cfg);
-        return oom(&ld);
-    }
-    fy_diag_set_collect_errors(diag, true);
-    struct fy_parse_cfg pcfg = {.flags = FYPCF_QUIET, .diag = diag};
-    struct fy_parser *fyp = fy_parser_create(&pcfg);
-    if (fyp == NULL) {
-        fy_diag_destroy(diag);
-        free(text);
-        config_free(cfg);
-        return oom(&ld);
-    }
-    if (len == 0) {
-        /* libfyaml refuses an empty input buffer; an empty file is valid
-         * and means "all defaults". */
-        rc = 0;
-    } else if (fy_parser_set_string(fyp, text, len) != 0) {
-        rc = oom(&ld);
-    } else {
-        struct fy_document *fyd = fy_parse_load_document(fyp);
-        if (fyd == NULL) {
-            /* No document at all (comments only) is an empty file. */
-            if (fy_diag_got_error(diag))
-                rc = yaml_error(diag, err, errlen);
-        } else {
-            rc = check_tree(fy_document_root(fyd), text, len, 0, err, errlen);
-            if (rc == 0)
-                rc = load_root(&ld, fy_document_root(fyd));
-            fy_parse_document_destroy(fyp, fyd);
-            if (rc == 0) {
-                struct fy_document *extra = fy_parse_load_document(fyp);
-                if (extra != NULL) {
-                    fy_parse_document_destroy(fyp, extra);
-                    rc = sr_err(err, errlen, SR_EPARSE,
-                                "only one YAML document is allowed");
-                } else if (fy_diag_got_error(diag)) {
-                    rc = yaml_error(diag, err, errlen);
-                }
-            }
-        }
-    }
-    fy_parser_destroy(fyp);
-    fy_diag_destroy(diag);
-    free(text);
+    rc = yamlsafe_parse(yaml, len, load_doc, &ld, err, errlen);
     if (rc == 0)
         rc = finish(&ld);
     if (rc != 0)

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 const char *sr_strerror(int code)
 {
@@ -32,4 +33,16 @@ int sr_err(char *err, size_t errlen, int code, const char *fmt, ...)
         va_end(ap);
     }
     return code;
+}
+
+void sr_sanitize(char *dst, size_t dstlen, const char *src, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len && n + 4 < dstlen && i < 64; i++)
+        dst[n++] = (src[i] >= 0x20 && src[i] < 0x7f) ? src[i] : '?';
+    if (len > 64 && n + 4 < dstlen) {
+        memcpy(dst + n, "...", 3);
+        n += 3;
+    }
+    dst[n] = '\0';
 }

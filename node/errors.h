@@ -32,4 +32,9 @@ const char *sr_strerror(int code);
 int sr_err(char *err, size_t errlen, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Copies untrusted text into an error message: at most 64 bytes, anything
+ * that is not printable ASCII shown as '?', "..." when cut, so that a
+ * message never carries control characters into a log line. */
+void sr_sanitize(char *dst, size_t dstlen, const char *src, size_t len);
+
 #endif

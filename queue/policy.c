@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "node/errors.h"
+#include "node/yamlsafe.h"
 
 #define DEFAULT_MAX_SESSIONS 100
 #define DEFAULT_MAX_MESSAGE_SIZE 10485760
@@ -50,20 +51,6 @@ static const char default_json[] =
 const char *policy_default_json(void)
 {
     return default_json;
-}
-
-/* Copies untrusted text into an error message: at most 64 bytes, with
- * anything that is not printable ASCII shown as '?'. */
-static void sanitize(char *dst, size_t dstlen, const char *src, size_t len)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < len && n + 4 < dstlen && i < 64; i++)
-        dst[n++] = (src[i] >= 0x20 && src[i] < 0x7f) ? src[i] : '?';
-    if (len > 64 && n + 4 < dstlen) {
-        memcpy(dst + n, "...", 3);
-        n += 3;
-    }
-    dst[n] = '\0';
 }
 
 /* ---- networks ------------------------------------------------------------ */
@@ -205,7 +192,7 @@ void policy_free(struct policy *p)
 /* ---- JSON validation ------------------------------------------------------
  */
 
-static bool valid_name(const char *s, size_t len)
+bool policy_valid_name(const char *s, size_t len)
 {
     if (len == 0 || len > 64)
         return false;
@@ -262,7 +249,7 @@ static int parse_networks(json_t *v, unsigned idx, struct policy_customer *c,
         size_t len = json_string_length(s);
         if (!parse_cidr(text, len, &c->nets[i])) {
             char shown[80];
-            sanitize(shown, sizeof shown, text, len);
+            sr_sanitize(shown, sizeof shown, text, len);
             return sr_err(err, errlen, SR_EINVAL,
                           "customers[%u].networks[%zu]: bad CIDR '%s'", idx, i,
                           shown);
@@ -346,7 +333,7 @@ static int parse_customer(json_t *obj, unsigned idx, struct policy_customer *c,
             known = known || strcmp(key, customer_keys[i]) == 0;
         if (!known) {
             char shown[80];
-            sanitize(shown, sizeof shown, key, strlen(key));
+            sr_sanitize(shown, sizeof shown, key, strlen(key));
             return sr_err(err, errlen, SR_EINVAL,
                           "customers[%u].%s: unknown key", idx, shown);
         }
@@ -357,7 +344,7 @@ static int parse_customer(json_t *obj, unsigned idx, struct policy_customer *c,
         return sr_err(err, errlen, SR_EINVAL, "customers[%u].name: required",
                       idx);
     if (!json_is_string(v) ||
-        !valid_name(json_string_value(v), json_string_length(v)))
+        !policy_valid_name(json_string_value(v), json_string_length(v)))
         return sr_err(err, errlen, SR_EINVAL,
                       "customers[%u].name: must be 1 to 64 characters of "
                       "A-Z a-z 0-9 _ . -",
@@ -482,7 +469,7 @@ static int parse_root(json_t *root, struct policy *p, char *err, size_t errlen)
     {
         if (strcmp(key, "customers") != 0) {
             char shown[80];
-            sanitize(shown, sizeof shown, key, strlen(key));
+            sr_sanitize(shown, sizeof shown, key, strlen(key));
             return sr_err(err, errlen, SR_EINVAL, "%s: unknown key", shown);
         }
     }
@@ -552,21 +539,13 @@ struct out {
     size_t errlen;
 };
 
-static int node_line(struct fy_node *n)
-{
-    if (n == NULL || !fy_node_is_scalar(n))
-        return 0;
-    struct fy_token *t = fy_node_get_scalar_token(n);
-    const struct fy_mark *m = t != NULL ? fy_token_start_mark(t) : NULL;
-    return m != NULL ? m->line + 1 : 0;
-}
 
 static void out_fail(struct out *o, int code, struct fy_node *at,
                      const char *msg)
 {
     if (o->rc != 0)
         return;
-    int line = node_line(at);
+    int line = yamlsafe_node_line(at);
     if (line > 0)
         o->rc = sr_err(o->err, o->errlen, code, "line %d: %s", line, msg);
     else
@@ -604,37 +583,6 @@ static void puts_lit(struct out *o, const char *s)
     put(o, s, strlen(s));
 }
 
-/* Decodes the UTF-8 sequence at s into *cp and returns its length, or 0 if
- * it is not valid UTF-8 (RFC 3629 3: no overlong forms, no surrogates,
- * nothing above U+10FFFF). */
-static size_t utf8_decode(const unsigned char *s, size_t len, unsigned *cp)
-{
-    unsigned c = s[0], min;
-    size_t n;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2, *cp = c & 0x1f, min = 0x80;
-    } else if ((c & 0xf0) == 0xe0) {
-        n = 3, *cp = c & 0x0f, min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4, *cp = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        *cp = (*cp << 6) | (s[i] & 0x3f);
-    }
-    if (*cp < min || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff))
-        return 0;
-    return n;
-}
 
 /* Writes s as a JSON string (RFC 8259 7). */
 static void put_string(struct out *o, struct fy_node *at, const char *s,
@@ -668,7 +616,7 @@ static void put_string(struct out *o, struct fy_node *at, const char *s,
             continue;
         }
         unsigned cp;
-        size_t n = utf8_decode(u + i, len - i, &cp);
+        size_t n = yamlsafe_utf8_decode(u + i, len - i, &cp);
         if (n == 0) {
             out_fail(o, SR_EPARSE, at, "string is not valid UTF-8");
             return;
@@ -823,129 +771,14 @@ static void put_node(struct out *o, struct fy_node *n, int depth)
     }
 }
 
-static int yaml_error(struct fy_diag *diag, char *err, size_t errlen)
+static int emit_doc(void *ud, struct fy_node *root)
 {
-    void *it = NULL;
-    struct fy_diag_error *e;
-    while ((e = fy_diag_errors_iterate(diag, &it)) != NULL) {
-        if (e->type >= FYET_ERROR)
-            return sr_err(err, errlen, SR_EPARSE, "line %d, column %d: %s",
-                          e->line, e->column, e->msg ? e->msg : "YAML error");
-    }
-    return sr_err(err, errlen, SR_EPARSE, "YAML parse failed");
-}
-
-/* YAML 1.2 5.1: a stream holds only printable characters (c-printable). */
-static bool yaml_printable(unsigned cp)
-{
-    return cp == 0x9 || cp == 0xa || cp == 0xd || (cp >= 0x20 && cp <= 0x7e) ||
-           cp == 0x85 || (cp >= 0xa0 && cp <= 0xd7ff) ||
-           (cp >= 0xe000 && cp <= 0xfffd) || (cp >= 0x10000 && cp <= 0x10ffff);
-}
-
-/* Checks the text before libfyaml sees it and returns a NUL-terminated copy
- * to parse. libfyaml 0.7.12 can loop forever or read out of bounds on
- * invalid UTF-8 (upstream issue #101, a hang in fy_scan_directive on
- * "%\xe9"), and it scans its input as a C string; so only valid UTF-8 of
- * YAML's printable characters ever reaches it, never the caller's
- * unterminated buffer. */
-static int yaml_copy(const char *s, size_t len, char **copy, char *err,
-                     size_t errlen)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    int line = 1;
-    for (size_t i = 0; i < len;) {
-        unsigned cp;
-        size_t n = utf8_decode(u + i, len - i, &cp);
-        if (n == 0)
-            return sr_err(err, errlen, SR_EPARSE, "line %d: invalid UTF-8",
-                          line);
-        if (!yaml_printable(cp))
-            return sr_err(err, errlen, SR_EPARSE,
-                          "line %d: character U+%04X is not allowed in YAML",
-                          line, cp);
-        line += cp == '\n';
-        i += n;
-    }
-    *copy = malloc(len + 1);
-    if (*copy == NULL)
-        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
-    memcpy(*copy, s, len);
-    (*copy)[len] = '\0';
-    return 0;
-}
-
-/* Walks the tree before any value is read, refusing what libfyaml 0.7.12
- * would get wrong:
- * - two adjacent '' escapes in a single-quoted scalar are unescaped wrongly
- *   ('a''''b' reads as "a'''" instead of "a''b") and, with more of them, the
- *   text is lost and its buffer leaked. They are found in the source bytes
- *   (the token marks are byte offsets into text, quotes excluded).
- * - an alias name with '/' is taken as a path expression by
- *   fy_node_resolve_alias, whose parse errors go to stderr. */
-static int check_tree(struct fy_node *n, const char *text, size_t len,
-                      int depth, char *err, size_t errlen)
-{
-    if (n == NULL)
-        return 0;
-    if (fy_node_is_alias(n)) {
-        /* The target is checked where it is defined. */
-        size_t nlen;
-        const char *name = fy_node_get_scalar(n, &nlen);
-        if (name != NULL && memchr(name, '/', nlen) != NULL)
-            return sr_err(err, errlen, SR_EPARSE,
-                          "line %d: alias names containing '/' are not "
-                          "supported",
-                          node_line(n));
-        return 0;
-    }
-    if (depth > 256)
-        return sr_err(err, errlen, SR_EPARSE, "YAML nested too deeply");
-    void *it = NULL;
-    switch (fy_node_get_type(n)) {
-    case FYNT_SCALAR: {
-        if (fy_node_get_style(n) != FYNS_SINGLE_QUOTED)
-            return 0;
-        struct fy_token *t = fy_node_get_scalar_token(n);
-        const struct fy_mark *a = t != NULL ? fy_token_start_mark(t) : NULL;
-        const struct fy_mark *b = t != NULL ? fy_token_end_mark(t) : NULL;
-        if (a == NULL || b == NULL || b->input_pos > len ||
-            a->input_pos > b->input_pos)
-            return sr_err(err, errlen, SR_EPARSE,
-                          "single-quoted string without a source position");
-        for (size_t i = a->input_pos; i + 4 <= b->input_pos; i++)
-            if (memcmp(text + i, "''''", 4) == 0)
-                return sr_err(err, errlen, SR_EPARSE,
-                              "line %d: adjacent '' escapes in a single-quoted "
-                              "string are not supported; use double quotes",
-                              a->line + 1);
-        return 0;
-    }
-    case FYNT_SEQUENCE: {
-        struct fy_node *item;
-        while ((item = fy_node_sequence_iterate(n, &it)) != NULL) {
-            int rc = check_tree(item, text, len, depth + 1, err, errlen);
-            if (rc != 0)
-                return rc;
-        }
-        return 0;
-    }
-    case FYNT_MAPPING: {
-        struct fy_node_pair *pair;
-        while ((pair = fy_node_mapping_iterate(n, &it)) != NULL) {
-            int rc = check_tree(fy_node_pair_key(pair), text, len, depth + 1,
-                                err, errlen);
-            if (rc == 0)
-                rc = check_tree(fy_node_pair_value(pair), text, len, depth + 1,
-                                err, errlen);
-            if (rc != 0)
-                return rc;
-        }
-        return 0;
-    }
-    default:
-        return 0;
-    }
+    struct out *o = ud;
+    if (root == NULL)
+        puts_lit(o, "null"); /* an empty YAML stream is the null document */
+    else
+        put_node(o, root, 0);
+    return o->rc;
 }
 
 int policy_yaml_to_json(const char *yaml, size_t len, char **json, char *err,
@@ -953,66 +786,10 @@ int policy_yaml_to_json(const char *yaml, size_t len, char **json, char *err,
 {
     *json = NULL;
     struct out o = {.err = err, .errlen = errlen};
-    if (yaml == NULL || len == 0) {
-        /* An empty YAML stream is the null document. */
-        puts_lit(&o, "null");
-        if (o.rc == 0)
-            *json = o.p;
-        return o.rc;
-    }
-    char *text;
-    int rc = yaml_copy(yaml, len, &text, err, errlen);
-    if (rc != 0)
-        return rc;
-    struct fy_diag_cfg dcfg;
-    fy_diag_cfg_default(&dcfg);
-    dcfg.fp = NULL;
-    dcfg.colorize = false;
-    struct fy_diag *diag = fy_diag_create(&dcfg);
-    if (diag == NULL) {
-        free(text);
-        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
-    }
-    /* Collected, not printed: clusterctl shows the one-line message. */
-    fy_diag_set_collect_errors(diag, true);
-    struct fy_parse_cfg pcfg = {.flags = FYPCF_QUIET, .diag = diag};
-    struct fy_parser *fyp = fy_parser_create(&pcfg);
-    if (fyp == NULL) {
-        fy_diag_destroy(diag);
-        free(text);
-        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
-    }
-    if (fy_parser_set_string(fyp, text, len) != 0) {
-        o.rc = sr_err(err, errlen, SR_ENOMEM, "out of memory");
-    } else {
-        struct fy_document *fyd = fy_parse_load_document(fyp);
-        if (fyd == NULL) {
-            if (fy_diag_got_error(diag))
-                o.rc = yaml_error(diag, err, errlen);
-            else
-                puts_lit(&o, "null");
-        } else {
-            o.rc = check_tree(fy_document_root(fyd), text, len, 0, err, errlen);
-            put_node(&o, fy_document_root(fyd), 0);
-            fy_parse_document_destroy(fyp, fyd);
-            if (o.rc == 0) {
-                struct fy_document *extra = fy_parse_load_document(fyp);
-                if (extra != NULL) {
-                    fy_parse_document_destroy(fyp, extra);
-                    o.rc = sr_err(err, errlen, SR_EPARSE,
-                                  "only one YAML document is allowed");
-                } else if (fy_diag_got_error(diag)) {
-                    o.rc = yaml_error(diag, err, errlen);
-                }
-            }
-        }
-    }
-    fy_parser_destroy(fyp);
-    fy_diag_destroy(diag);
-    free(text);
-    if (o.rc != 0) {
+    int rc = yamlsafe_parse(yaml, len, emit_doc, &o, err, errlen);
+    if (rc != 0) {
         free(o.p);
-        return o.rc;
+        return rc;
     }
     *json = o.p;
     return 0;

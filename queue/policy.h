@@ -82,6 +82,8 @@ const struct policy_customer *policy_find(const struct policy *p,
  * the customer's networks. */
 bool policy_allows(const struct policy_customer *c,
                    const struct sockaddr *sa);
+/* A customer name: 1 to 64 characters of A-Z a-z 0-9 _ . - */
+bool policy_valid_name(const char *s, size_t len);
 /* The user's password hash, or NULL. */
 const char *policy_user_hash(const struct policy_customer *c,
                              const char *name);

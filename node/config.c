@@ -97,6 +97,8 @@ static const struct key_spec keys[] = {
     {"admin", "listen", K_ADDRESS, OFF(admin_listen), 0, 0},
     {"admin", "token", K_TOKEN, OFF(admin_token), 0, 0},
     {"bodies", "copies", K_UINT, OFF(body_copies), 0, 255},
+    {"bodies", "group_commit_us", K_UINT, OFF(body_group_commit_us), 0,
+     100000},
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])
@@ -464,6 +466,7 @@ static int defaults(struct sr_config *cfg)
     cfg->command_timeout_s = 300;
     cfg->data_timeout_s = 180;
     cfg->body_copies = 0;
+    cfg->body_group_commit_us = 1000;
     cfg->log_level = strdup("info");
     cfg->raft_listen = strdup("127.0.0.1:7001");
     cfg->rpc_listen = strdup("127.0.0.1:7101");

@@ -72,6 +72,9 @@ struct sr_config {
     /* bodies: */
     unsigned body_copies; /* bodies.copies: holders before 250, default 0 =
                              a majority of the voters */
+    unsigned body_group_commit_us; /* bodies.group_commit_us: under load,
+                                      wait this long to sync more bodies at
+                                      once, default 1000, 0 = off */
 };
 
 /* Fills cfg with the built-in defaults (for node id 1). */

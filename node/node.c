@@ -218,7 +218,8 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
         return rc;
     load_policy(n);
     snprintf(dir, sizeof dir, "%s/bodies", cfg->data_dir);
-    if ((rc = body_store_open(&n->loop, dir, &n->bodies, err, errlen)) != 0)
+    if ((rc = body_store_open(&n->loop, dir, cfg->body_group_commit_us,
+                              &n->bodies, err, errlen)) != 0)
         return rc;
     if ((rc = rpc_start(&n->loop, cfg->node_id, cfg->rpc_listen, on_rpc, n,
                         &n->rpc, err, errlen)) != 0)

@@ -25,8 +25,10 @@ struct body_store;
 typedef void (*body_done_cb)(void *ud, int status);
 typedef void (*body_get_cb)(void *ud, int status, uint8_t *data, size_t len);
 
-int body_store_open(uv_loop_t *loop, const char *dir, struct body_store **out,
-                    char *err, size_t errlen);
+/* window_us: when the previous batch held more than one body, the worker
+ * waits this long for more before it writes and syncs (0 = never). */
+int body_store_open(uv_loop_t *loop, const char *dir, unsigned window_us,
+                    struct body_store **out, char *err, size_t errlen);
 /* Finishes queued work, stops the worker, closes the handle; the store is
  * freed when the loop runs the close callback. */
 void body_store_close(struct body_store *b);

@@ -20,6 +20,10 @@
 /* Forwarded batches in flight per follower: enough to keep the leader's
  * pipeline full, few enough to keep batches large under load. */
 #define FORWARD_MAX_INFLIGHT 4
+/* Entries the leader has in flight. While they are, new proposals gather
+ * into the next entry: under load entries grow instead of multiplying,
+ * and each entry costs an fsync on every voter. */
+#define APPLY_MAX_INFLIGHT 2
 
 /* One proposed op; owned by the rnode queues until its callback. */
 struct prop {
@@ -70,6 +74,7 @@ struct rnode {
     uv_check_t check;
     uv_timer_t poll;
     int check_on;
+    unsigned applies_inflight; /* leader: entries proposed, not applied */
     struct prop *pending, **pending_tail;
     int ready;            /* leader whose barrier committed */
     int barrier_pending;
@@ -141,6 +146,9 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
 {
     struct batch *b = req->data;
     struct rnode *n = b->node;
+    n->applies_inflight--;
+    if (n->pending)
+        schedule_flush(n);
     if (status == 0) {
         const struct queue_fsm_result *r = result;
         for (size_t i = 0; i < b->n; i++)
@@ -185,7 +193,7 @@ static struct batch *take_batch(struct rnode *n, size_t *bytes)
 
 static void flush_leader(struct rnode *n)
 {
-    while (n->pending) {
+    while (n->pending && n->applies_inflight < APPLY_MAX_INFLIGHT) {
         size_t bytes;
         struct batch *b = take_batch(n, &bytes);
         /* Entry: version (1), time_ms (2), ops (3), spliced by hand. */
@@ -215,6 +223,8 @@ static void flush_leader(struct rnode *n)
         free(pb);
         b->req.data = b;
         int rc = raft_apply(&n->raft, &b->req, &buf, 1, apply_cb);
+        if (rc == 0)
+            n->applies_inflight++;
         if (rc != 0) {
             raft_free(buf.base);
             n->ready = 0;
@@ -304,10 +314,10 @@ static void on_check(uv_check_t *h)
 
 static void schedule_flush(struct rnode *n)
 {
-    if (!n->check_on && !n->closing) {
-        n->check_on = 1;
-        uv_check_start(&n->check, on_check);
-    }
+    if (n->closing || n->check_on)
+        return;
+    n->check_on = 1;
+    uv_check_start(&n->check, on_check);
 }
 
 int rnode_propose(struct rnode *n, const Sr__Op *op, unsigned timeout_ms,

@@ -48,7 +48,7 @@ static struct body_store *open_store(uv_loop_t *loop, const char *dir)
 {
     struct body_store *b;
     char err[256];
-    assert_int_equal(body_store_open(loop, dir, &b, err, sizeof err), 0);
+    assert_int_equal(body_store_open(loop, dir, 500, &b, err, sizeof err), 0);
     return b;
 }
 
@@ -217,6 +217,12 @@ static void test_group_commit_many(void **state)
     close_store(&loop, b);
     b = open_store(&loop, dir);
     assert_int_equal(get(&loop, b, codes[7], ""), SR_ENOTFOUND);
+    /* the segment whose bodies were all deleted is still the one written */
+    assert_int_equal(put(&loop, b, "after", "all deleted"), 0);
+    close_store(&loop, b);
+    b = open_store(&loop, dir);
+    assert_int_equal(get(&loop, b, "after", "all deleted"), 0);
+    assert_int_equal(body_store_count(b), 1);
     close_store(&loop, b);
     uv_loop_close(&loop);
 }

@@ -13,6 +13,12 @@
 #define MAX_INFLIGHT 20000
 #define MAX_INFLIGHT_BYTES ((size_t)2 << 30)
 #define MAX_VOTERS 16
+/* Bodies go first to just enough peers for a majority; the other voters
+ * get them only if those have not answered within HEDGE_MS (or failed).
+ * Every body is then written on a bare majority of the nodes in the
+ * common case, not on all of them. */
+#define HEDGE_MS 20
+#define HEDGE_TICK_MS 5
 
 struct ingest {
     uv_loop_t *loop;
@@ -22,6 +28,9 @@ struct ingest {
     struct rpc *rpc;
     struct code_gen codes;
     uv_timer_t sweep;
+    uv_timer_t hedge;
+    unsigned rr; /* rotates the first peers asked, to spread the load */
+    int closed;  /* timers closed so far */
     struct ingest_job *jobs; /* doubly linked, for the deadline sweep */
     unsigned inflight;
     size_t inflight_bytes;
@@ -44,6 +53,9 @@ struct ingest_job {
     uint64_t deadline;
     uint64_t holders[MAX_VOTERS];
     unsigned n_holders, need;
+    uint64_t peers[MAX_VOTERS]; /* other voters, in the order to ask */
+    unsigned n_peers, n_sent;
+    uint64_t hedge_at; /* uv_now() after which every peer is asked */
     unsigned refs;   /* outstanding puts/RPCs/proposal + the client */
     int proposed;
     int answered;
@@ -165,14 +177,19 @@ static void add_holder(struct ingest_job *j, uint64_t id)
     maybe_propose(j);
 }
 
+static void push_more(struct ingest_job *j, unsigned count);
+
 static void local_put_cb(void *ud, int status)
 {
     struct ingest_job *j = ud;
     if (status == 0)
         add_holder(j, j->in->cfg->node_id);
-    else
+    else {
         LOG_ERROR("code=%s event=body_store_failed error=%s", j->code,
                   sr_strerror(status));
+        if (!j->proposed && !j->answered)
+            push_more(j, 1); /* another peer instead of us */
+    }
     job_unref(j);
 }
 
@@ -188,12 +205,49 @@ static void push_cb(void *ud, int status, const Sr__Rpc *resp)
     if (status == 0 && resp->body_case == SR__RPC__BODY_BODY_RESP &&
         resp->body_resp->status == 0)
         add_holder(j, p->peer);
-    else
+    else {
         LOG_DEBUG("code=%s event=body_push_failed peer=%llu error=%s",
                   j->code, (unsigned long long)p->peer,
                   status ? sr_strerror(status) : "refused");
+        if (!j->proposed && !j->answered)
+            push_more(j, 1);
+    }
     free(p);
     job_unref(j);
+}
+
+/* Sends the body to the next `count` peers not asked yet. */
+static void push_more(struct ingest_job *j, unsigned count)
+{
+    struct ingest *in = j->in;
+    Sr__BodyPut put = SR__BODY_PUT__INIT;
+    put.code = j->code;
+    put.body.data = j->body;
+    put.body.len = j->len;
+    put.digest.data = j->digest;
+    put.digest.len = sizeof j->digest;
+    Sr__Rpc rpc = SR__RPC__INIT;
+    rpc.body_case = SR__RPC__BODY_BODY_PUT;
+    rpc.body_put = &put;
+    while (count > 0 && j->n_sent < j->n_peers) {
+        uint64_t id = j->peers[j->n_sent++];
+        char addr[128];
+        if (rnode_rpc_address(in->rn, id, addr, sizeof addr) != 0)
+            continue;
+        struct push *p = malloc(sizeof *p);
+        if (p == NULL)
+            return;
+        p->job = j;
+        p->peer = id;
+        j->refs++;
+        if (rpc_send(in->rpc, id, addr, &rpc, in->cfg->commit_timeout_ms,
+                     push_cb, p) != 0) {
+            j->refs--;
+            free(p);
+            continue;
+        }
+        count--;
+    }
 }
 
 static char *dup0(const char *s)
@@ -290,30 +344,13 @@ int ingest_submit(struct ingest *in, const struct smtp_envelope *env,
                        j) != 0)
         j->refs--;
 
-    Sr__BodyPut put = SR__BODY_PUT__INIT;
-    put.code = j->code;
-    put.body.data = j->body;
-    put.body.len = j->len;
-    put.digest.data = j->digest;
-    put.digest.len = sizeof j->digest;
-    Sr__Rpc rpc = SR__RPC__INIT;
-    rpc.body_case = SR__RPC__BODY_BODY_PUT;
-    rpc.body_put = &put;
-    for (unsigned i = 0; i < nv; i++) {
-        char addr[128];
-        if (voters[i] == in->cfg->node_id ||
-            rnode_rpc_address(in->rn, voters[i], addr, sizeof addr) != 0)
-            continue;
-        struct push *p = malloc(sizeof *p);
-        p->job = j;
-        p->peer = voters[i];
-        j->refs++;
-        if (rpc_send(in->rpc, voters[i], addr, &rpc,
-                     in->cfg->commit_timeout_ms, push_cb, p) != 0) {
-            j->refs--;
-            free(p);
-        }
-    }
+    for (unsigned i = 0; i < nv; i++)
+        if (voters[(i + in->rr) % nv] != in->cfg->node_id)
+            j->peers[j->n_peers++] = voters[(i + in->rr) % nv];
+    in->rr++;
+    j->hedge_at = j->start + HEDGE_MS;
+    /* The local copy counts as one holder. */
+    push_more(j, j->need > 0 ? j->need - 1 : 0);
     return 0;
 }
 
@@ -336,6 +373,17 @@ static void sweep(uv_timer_t *t)
     }
 }
 
+/* Asks the remaining voters for jobs whose first peers are slow. */
+static void hedge(uv_timer_t *t)
+{
+    struct ingest *in = t->data;
+    uint64_t now = uv_now(in->loop);
+    for (struct ingest_job *j = in->jobs; j; j = j->next)
+        if (!j->proposed && !j->answered && j->n_sent < j->n_peers &&
+            now >= j->hedge_at)
+            push_more(j, j->n_peers);
+}
+
 int ingest_new(uv_loop_t *loop, const struct sr_config *cfg, unsigned boot,
                struct body_store *bodies, struct rnode *rn, struct rpc *rpc,
                struct ingest **out)
@@ -352,13 +400,18 @@ int ingest_new(uv_loop_t *loop, const struct sr_config *cfg, unsigned boot,
     uv_timer_init(loop, &in->sweep);
     in->sweep.data = in;
     uv_timer_start(&in->sweep, sweep, 100, 100);
+    uv_timer_init(loop, &in->hedge);
+    in->hedge.data = in;
+    uv_timer_start(&in->hedge, hedge, HEDGE_TICK_MS, HEDGE_TICK_MS);
     *out = in;
     return 0;
 }
 
-static void sweep_closed(uv_handle_t *h)
+static void timer_closed(uv_handle_t *h)
 {
-    free(h->data);
+    struct ingest *in = h->data;
+    if (++in->closed == 2)
+        free(in);
 }
 
 void ingest_free(struct ingest *in)
@@ -367,7 +420,8 @@ void ingest_free(struct ingest *in)
      * rpc layers fail them with SR_ESHUTDOWN); detach their clients. */
     for (struct ingest_job *j = in->jobs; j; j = j->next)
         j->cb = NULL;
-    uv_close((uv_handle_t *)&in->sweep, sweep_closed);
+    uv_close((uv_handle_t *)&in->sweep, timer_closed);
+    uv_close((uv_handle_t *)&in->hedge, timer_closed);
 }
 
 unsigned ingest_inflight(const struct ingest *in)

@@ -140,3 +140,20 @@ def test_follower_holding_bodies_sigkill_loses_nothing(make_cluster):
         raise AssertionError("no follower holds a body")
 
     run_with_kill(c, follower)
+
+
+def test_repeated_leader_kills_lose_nothing(make_cluster):
+    """Three rounds of: SIGKILL the leader under load, wait for the next,
+    restart the killed node. Every 250 survives all of them."""
+    c = make_cluster(n=3).start()
+    inj = Injector(c)
+    inj.start()
+    for round_ in range(3):
+        inj.wait_acked(TARGET * (round_ + 1) // 4)
+        leader = c.wait_leader()
+        leader.kill()
+        c.wait_leader(exclude=(leader.id,))
+        leader.start()
+    inj.join()
+    assert len(inj.acked) >= TARGET
+    check_all_kept(c, inj)

@@ -157,3 +157,79 @@ def test_repeated_leader_kills_lose_nothing(make_cluster):
     inj.join()
     assert len(inj.acked) >= TARGET
     check_all_kept(c, inj)
+
+
+def test_paused_leader_never_acknowledges_after_losing_its_term(make_cluster):
+    """SIGSTOP the leader past the election timeout, keep injecting on the
+    others, SIGCONT it: the stale leader must step down and a session left
+    open on it must not get a 250 for anything the cluster did not commit."""
+    import signal
+    import smtplib
+    c = make_cluster(n=3, commit_timeout_ms=3000).start()
+    old = c.wait_leader()
+    # a session on the old leader, ready to send DATA when it wakes up
+    s = smtplib.SMTP("127.0.0.1", old.smtp_port, timeout=30)
+    s.ehlo("t")
+    s.mail("a@b.c")
+    s.rcpt("d@e.f")
+    old.proc.send_signal(signal.SIGSTOP)
+    try:
+        new = c.wait_leader(exclude=(old.id,))
+        others = [n for n in c.nodes if n.id != old.id]
+        acked = []
+        for i in range(20):
+            from smtp_util import send
+            code, text = send(others[i % 2].smtp_port)
+            assert code == 250
+            acked.append(code_of(text))
+    finally:
+        old.proc.send_signal(signal.SIGCONT)
+    code, text = s.data(message(subject="to the stale leader"))
+    s.close()
+    # Either answer is fine, but a 250 must mean committed by the cluster.
+    assert code == 250 or 400 <= code < 500, (code, text)
+    if code == 250:
+        acked.append(code_of(text.decode()))
+    assert new.id != old.id
+    c.wait_converged()
+    for n in c.nodes:
+        st, listing = n.api("GET", "/v1/messages")
+        assert set(acked) <= set(listing["codes"])
+
+
+def test_full_disk_gets_4xx_never_250(make_cluster, tmp_path):
+    """A node whose data directory fills up answers 4xx and acknowledges
+    nothing it did not keep; freeing space lets it accept again."""
+    import os
+    import subprocess
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs",
+                    str(mnt)], check=True)
+    try:
+        c = make_cluster(n=1, commit_timeout_ms=2000)
+        node = c.nodes[0]
+        node.data_dir = str(mnt / "node1")
+        node.write_config(c.nodes)
+        c.start()
+        from smtp_util import send
+        assert send(node.smtp_port)[0] == 250
+        filler = mnt / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+            except OSError:
+                pass
+        big = message(body="x" * 200000 + "\r\n")
+        codes = [send(node.smtp_port, msg=big)[0] for _ in range(3)]
+        assert all(400 <= x < 500 for x in codes), codes
+        os.unlink(filler)
+        code, text = send(node.smtp_port)
+        assert code == 250
+        # only the two acknowledged messages are kept
+        st, listing = node.api("GET", "/v1/messages")
+        assert len(listing["codes"]) == 2 and code_of(text) in listing["codes"]
+        c.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

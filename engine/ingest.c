@@ -48,7 +48,7 @@ struct ingest_job {
     size_t len;
     uint8_t digest[SHA256_DIGEST_LENGTH];
     uint64_t accepted_ms;
-    uint64_t start; /* uv_now */
+    uint64_t start;      /* uv_now */
     uint64_t t_proposed; /* uv_now when the holders were enough */
     uint64_t deadline;
     uint64_t holders[MAX_VOTERS];
@@ -56,7 +56,7 @@ struct ingest_job {
     uint64_t peers[MAX_VOTERS]; /* other voters, in the order to ask */
     unsigned n_peers, n_sent;
     uint64_t hedge_at; /* uv_now() after which every peer is asked */
-    unsigned refs;   /* outstanding puts/RPCs/proposal + the client */
+    unsigned refs;     /* outstanding puts/RPCs/proposal + the client */
     int proposed;
     int answered;
     ingest_cb cb;
@@ -103,14 +103,14 @@ static void answer(struct ingest_job *j, int status)
     double delay = (double)(now - j->start) / 1000.0;
     /* delays=bodies/commit, as Postfix's delays=: time to get the body on
      * enough holders, then time for the record to commit. */
-    double d_body = j->t_proposed ? (double)(j->t_proposed - j->start) / 1e3
-                                  : delay;
+    double d_body =
+        j->t_proposed ? (double)(j->t_proposed - j->start) / 1e3 : delay;
     double d_commit = j->t_proposed ? (double)(now - j->t_proposed) / 1e3 : 0;
     if (status == 0)
         LOG_INFO("code=%s event=accepted from=<%s> nrcpt=%u size=%zu "
                  "holders=%u delay=%.3f delays=%.3f/%.3f",
-                 j->code, j->mail_from, j->n_rcpts, j->len, j->n_holders,
-                 delay, d_body, d_commit);
+                 j->code, j->mail_from, j->n_rcpts, j->len, j->n_holders, delay,
+                 d_body, d_commit);
     else
         LOG_WARN("code=%s event=not_accepted error=%s holders=%u/%u "
                  "delay=%.3f",
@@ -206,8 +206,8 @@ static void push_cb(void *ud, int status, const Sr__Rpc *resp)
         resp->body_resp->status == 0)
         add_holder(j, p->peer);
     else {
-        LOG_DEBUG("code=%s event=body_push_failed peer=%llu error=%s",
-                  j->code, (unsigned long long)p->peer,
+        LOG_DEBUG("code=%s event=body_push_failed peer=%llu error=%s", j->code,
+                  (unsigned long long)p->peer,
                   status ? sr_strerror(status) : "refused");
         if (!j->proposed && !j->answered)
             push_more(j, 1);
@@ -257,8 +257,8 @@ static char *dup0(const char *s)
 
 static size_t received_header(char *out, size_t cap,
                               const struct smtp_envelope *env,
-                              const struct ingest_meta *meta,
-                              const char *host, const char *code)
+                              const struct ingest_meta *meta, const char *host,
+                              const char *code)
 {
     char date[64];
     time_t now = time(NULL);
@@ -273,8 +273,7 @@ static size_t received_header(char *out, size_t cap,
                      "Received: from %.200s ([%s])\r\n\tby %s (SmartRelay) "
                      "with %s id %s\r\n\tfor <%.300s>; %s\r\n",
                      meta->client_name ? meta->client_name : "unknown",
-                     meta->client_addr, host, with, code, env->rcpts[0],
-                     date);
+                     meta->client_addr, host, with, code, env->rcpts[0], date);
     else
         n = snprintf(out, cap,
                      "Received: from %.200s ([%s])\r\n\tby %s (SmartRelay) "
@@ -302,8 +301,8 @@ int ingest_submit(struct ingest *in, const struct smtp_envelope *env,
     j->accepted_ms = wall_ms();
     code_next(&in->codes, j->accepted_ms, j->code);
     char hdr[1024];
-    size_t hl = received_header(hdr, sizeof hdr, env, meta,
-                                in->cfg->hostname, j->code);
+    size_t hl =
+        received_header(hdr, sizeof hdr, env, meta, in->cfg->hostname, j->code);
     j->len = hl + len;
     j->body = malloc(j->len ? j->len : 1);
     j->rcpts = calloc(env->n_rcpts ? env->n_rcpts : 1, sizeof *j->rcpts);
@@ -340,8 +339,8 @@ int ingest_submit(struct ingest *in, const struct smtp_envelope *env,
     *out = j;
 
     j->refs++;
-    if (body_store_put(in->bodies, j->code, j->body, j->len, local_put_cb,
-                       j) != 0)
+    if (body_store_put(in->bodies, j->code, j->body, j->len, local_put_cb, j) !=
+        0)
         j->refs--;
 
     for (unsigned i = 0; i < nv; i++)

@@ -38,8 +38,8 @@ struct repair {
     struct rnode *rn;
     struct rpc *rpc;
     uv_timer_t timer;
-    char cursor[64];     /* last code scanned in this pass */
-    uint64_t next_pass;  /* uv_now() of the next pass when idle */
+    char cursor[64];    /* last code scanned in this pass */
+    uint64_t next_pass; /* uv_now() of the next pass when idle */
     int scanning;
     struct item *queue, **queue_tail;
     unsigned inflight;
@@ -114,8 +114,7 @@ static void got_body(void *ud, int status, const Sr__Rpc *resp)
     SHA256(resp->body_resp->body.data, resp->body_resp->body.len, d);
     if (memcmp(d, it->digest, sizeof d) != 0) {
         LOG_ERROR("code=%s event=body_repair_digest_mismatch from=%llu",
-                  it->code,
-                  (unsigned long long)it->holders[it->tried - 1]);
+                  it->code, (unsigned long long)it->holders[it->tried - 1]);
         fetch_next(it);
         return;
     }

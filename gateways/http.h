@@ -19,21 +19,21 @@
 #define HTTP_MAX_HEADERS 64
 
 struct http_header {
-    const char *name; /* NUL-terminated, as sent */
+    const char *name;  /* NUL-terminated, as sent */
     const char *value; /* NUL-terminated, trimmed of OWS */
 };
 
 struct http_request {
-    const char *method;  /* "GET", "POST", ... */
-    const char *target;  /* request-target as sent ("/v1/status?x=1") */
-    const char *path;    /* target up to '?', percent-decoding NOT applied */
-    const char *query;   /* after '?', "" if none */
-    int version_minor;   /* 0 or 1 */
+    const char *method; /* "GET", "POST", ... */
+    const char *target; /* request-target as sent ("/v1/status?x=1") */
+    const char *path;   /* target up to '?', percent-decoding NOT applied */
+    const char *query;  /* after '?', "" if none */
+    int version_minor;  /* 0 or 1 */
     struct http_header headers[HTTP_MAX_HEADERS];
     unsigned n_headers;
-    const char *body;    /* Content-Length bytes (not NUL-terminated) */
+    const char *body; /* Content-Length bytes (not NUL-terminated) */
     size_t body_len;
-    bool keep_alive;     /* per version and Connection header */
+    bool keep_alive; /* per version and Connection header */
 };
 
 struct http_parser;

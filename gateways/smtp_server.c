@@ -159,9 +159,8 @@ static void auth_run(uv_work_t *w)
 {
     struct auth_work *a = w->data;
     /* An unknown user costs the same time as a wrong password. */
-    static const char dummy[] =
-        "pbkdf2-sha256$20000$AAAAAAAAAAAAAAAAAAAAAA==$"
-        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    static const char dummy[] = "pbkdf2-sha256$20000$AAAAAAAAAAAAAAAAAAAAAA==$"
+                                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     bool ok = auth_verify(a->hash ? a->hash : dummy, a->pass);
     a->ok = ok && a->hash != NULL;
 }
@@ -262,8 +261,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         uv_timer_start(&c->timer, on_timeout, (uint64_t)t * 1000, 0);
         if (c->tls != NULL) {
             int was = tls_conn_established(c->tls);
-            int rc = tls_conn_feed(c->tls, buf->base, (size_t)n, feed_plain,
-                                   c);
+            int rc = tls_conn_feed(c->tls, buf->base, (size_t)n, feed_plain, c);
             flush_tls(c);
             if (rc != 0) {
                 conn_close(c);
@@ -393,8 +391,8 @@ static void on_connection(uv_stream_t *server, int status)
     lim.auth_enabled = cu != NULL && cu->n_users > 0 && srv->d.tls != NULL;
     lim.auth_required = cu != NULL && cu->require_auth;
     lim.tls_required = cu != NULL && cu->require_tls;
-    struct smtp_callbacks cb = {c, s_write, s_starttls, s_message, s_auth,
-                                s_close};
+    struct smtp_callbacks cb = {c,         s_write, s_starttls,
+                                s_message, s_auth,  s_close};
     c->s = smtp_session_new(cfg->hostname, &lim, &cb);
     if (c->s == NULL) {
         conn_close(c);
@@ -419,8 +417,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     c->counted = 1;
     srv->sessions++;
-    LOG_DEBUG("event=smtp_connect client=%s customer=%s", c->peer,
-              c->customer);
+    LOG_DEBUG("event=smtp_connect client=%s customer=%s", c->peer, c->customer);
     smtp_session_start(c->s);
 }
 
@@ -443,8 +440,8 @@ static void listener_close(struct listener *l)
 
 /* Opens a listener on host:port for customer. */
 static int listener_open(struct smtp_server *srv, const char *host, int port,
-                         const char *customer, unsigned policy_port,
-                         char *err, size_t errlen)
+                         const char *customer, unsigned policy_port, char *err,
+                         size_t errlen)
 {
     struct sockaddr_storage ss;
     if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
@@ -483,8 +480,8 @@ int smtp_server_start(const struct smtp_server_deps *deps,
     for (unsigned i = 0; i < cfg->n_smtp_listen; i++) {
         char host[100], msg[200];
         int port;
-        int rc = config_split_address(cfg->smtp_listen[i], host, sizeof host,
-                                      &port);
+        int rc =
+            config_split_address(cfg->smtp_listen[i], host, sizeof host, &port);
         if (rc == 0)
             rc = listener_open(srv, host, port, cfg->smtp_customer, 0, msg,
                                sizeof msg);
@@ -516,8 +513,8 @@ void smtp_server_apply_policy(struct smtp_server *srv)
             if (pol->customers[i].listen_port == l->port)
                 owner = &pol->customers[i];
         if (owner == NULL) {
-            LOG_INFO("event=smtp_listener_closed port=%u customer=%s",
-                     l->port, l->customer);
+            LOG_INFO("event=smtp_listener_closed port=%u customer=%s", l->port,
+                     l->customer);
             listener_close(l);
         } else {
             snprintf(l->customer, sizeof l->customer, "%s", owner->name);
@@ -544,8 +541,7 @@ void smtp_server_apply_policy(struct smtp_server *srv)
     }
 }
 
-void smtp_server_close(struct smtp_server *srv, void (*cb)(void *),
-                       void *arg)
+void smtp_server_close(struct smtp_server *srv, void (*cb)(void *), void *arg)
 {
     srv->closing = 1;
     srv->close_cb = cb;

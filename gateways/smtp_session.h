@@ -60,22 +60,22 @@ struct smtp_limits {
     size_t max_message_size; /* bytes, SIZE= advertised; 0 = no limit */
     unsigned max_recipients; /* per transaction */
     unsigned max_bad_commands;
-    size_t max_line;     /* command line length incl. CRLF, >= 512 */
-    bool tls_available;  /* advertise STARTTLS */
-    bool auth_enabled;   /* advertise AUTH after TLS */
-    bool auth_required;  /* MAIL refused (530 5.7.0) until authenticated */
-    bool tls_required;   /* MAIL refused (530 5.7.0) before STARTTLS */
+    size_t max_line;    /* command line length incl. CRLF, >= 512 */
+    bool tls_available; /* advertise STARTTLS */
+    bool auth_enabled;  /* advertise AUTH after TLS */
+    bool auth_required; /* MAIL refused (530 5.7.0) until authenticated */
+    bool tls_required;  /* MAIL refused (530 5.7.0) before STARTTLS */
 };
 
 struct smtp_envelope {
-    const char *helo;       /* as given by the client */
-    const char *mail_from;  /* reverse-path without <>, "" for null sender */
-    char **rcpts;           /* forward-paths without <> */
+    const char *helo;      /* as given by the client */
+    const char *mail_from; /* reverse-path without <>, "" for null sender */
+    char **rcpts;          /* forward-paths without <> */
     unsigned n_rcpts;
-    bool body_8bitmime;     /* BODY=8BITMIME given */
-    bool smtputf8;          /* SMTPUTF8 given */
-    bool tls;               /* session is in TLS */
-    const char *auth_user;  /* NULL unless authenticated */
+    bool body_8bitmime;    /* BODY=8BITMIME given */
+    bool smtputf8;         /* SMTPUTF8 given */
+    bool tls;              /* session is in TLS */
+    const char *auth_user; /* NULL unless authenticated */
 };
 
 struct smtp_session;
@@ -90,8 +90,8 @@ struct smtp_callbacks {
     /* A complete message after DATA. body is the dot-unstuffed message with
      * CRLF line endings, as received (no Received: header added). Answer with
      * smtp_session_reply_message(). */
-    void (*message)(void *ud, const struct smtp_envelope *env,
-                    const char *body, size_t len);
+    void (*message)(void *ud, const struct smtp_envelope *env, const char *body,
+                    size_t len);
     /* AUTH credentials to check; answer with smtp_session_reply_auth(). */
     void (*auth)(void *ud, const char *user, const char *pass);
     /* The session is over (after 221 or 421): flush writes, then close. */

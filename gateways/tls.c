@@ -39,8 +39,8 @@ int tls_ctx_new_server(const char *cert_file, const char *key_file,
         ERR_error_string_n(ERR_get_error(), e, sizeof e);
         SSL_CTX_free(c->ctx);
         free(c);
-        return sr_err(err, errlen, SR_EINVAL,
-                      "smtp.tls_cert/smtp.tls_key: %s", e);
+        return sr_err(err, errlen, SR_EINVAL, "smtp.tls_cert/smtp.tls_key: %s",
+                      e);
     }
     *out = c;
     return 0;

@@ -50,7 +50,7 @@ static void reply_error(struct sink *s, int status, const char *msg)
 
 static const char *role_name(int role)
 {
-    return role == RAFT_VOTER ? "voter"
+    return role == RAFT_VOTER     ? "voter"
            : role == RAFT_STANDBY ? "standby"
            : role == RAFT_SPARE   ? "spare"
                                   : "unknown";
@@ -72,10 +72,14 @@ static int role_of(const char *s)
 static const char *state_name(int st)
 {
     switch (st) {
-    case RAFT_LEADER: return "leader";
-    case RAFT_CANDIDATE: return "candidate";
-    case RAFT_FOLLOWER: return "follower";
-    default: return "unavailable";
+    case RAFT_LEADER:
+        return "leader";
+    case RAFT_CANDIDATE:
+        return "candidate";
+    case RAFT_FOLLOWER:
+        return "follower";
+    default:
+        return "unavailable";
     }
 }
 
@@ -109,11 +113,10 @@ static void get_status(struct sr_node *n, struct sink *s)
         rnode_rpc_address(n->rn, sv->id, rpc, sizeof rpc);
         rnode_admin_address(n->rn, sv->id, adm, sizeof adm);
         json_array_append_new(
-            members,
-            json_pack("{s:I,s:s,s:s,s:s,s:s,s:b}", "id", (json_int_t)sv->id,
-                      "address", sv->address, "role", role_name(sv->role),
-                      "rpc_address", rpc, "admin_address", adm, "leader",
-                      sv->id == lid));
+            members, json_pack("{s:I,s:s,s:s,s:s,s:s,s:b}", "id",
+                               (json_int_t)sv->id, "address", sv->address,
+                               "role", role_name(sv->role), "rpc_address", rpc,
+                               "admin_address", adm, "leader", sv->id == lid));
     }
     uint64_t counts[RCPT_STATE_MAX], msgs;
     queue_store_counts(n->store, counts, &msgs);
@@ -194,9 +197,9 @@ static void get_message(struct sr_node *n, struct sink *s, const char *rest)
     json_t *rcpts = json_array();
     for (size_t i = 0; i < m->n_rcpts; i++)
         json_array_append_new(
-            rcpts, json_pack("{s:s,s:s}", "address", m->rcpts[i]->address,
-                             "state",
-                             queue_rcpt_state_name(m->rcpts[i]->state)));
+            rcpts,
+            json_pack("{s:s,s:s}", "address", m->rcpts[i]->address, "state",
+                      queue_rcpt_state_name(m->rcpts[i]->state)));
     json_t *holders = json_array();
     for (size_t i = 0; i < a->n_holders; i++)
         json_array_append_new(holders, json_integer((json_int_t)a->holders[i]));
@@ -244,8 +247,8 @@ static void policy_cb(void *ud, int status, uint64_t index)
 {
     struct sink *s = ud;
     if (status == 0)
-        reply(s, 200, json_pack("{s:b,s:I}", "ok", 1, "index",
-                                (json_int_t)index));
+        reply(s, 200,
+              json_pack("{s:b,s:I}", "ok", 1, "index", (json_int_t)index));
     else
         reply_error(s, 503, sr_strerror(status));
 }
@@ -301,8 +304,7 @@ static void change(struct sr_node *n, struct sink *s, const char *method,
     } else if (sscanf(path, "/v1/members/%llu%31s", &id, tail) >= 1) {
         if (strcmp(method, "DELETE") == 0 && tail[0] == '\0') {
             rc = rnode_remove(n->rn, id, done_cb, s);
-        } else if (strcmp(method, "POST") == 0 &&
-                   strcmp(tail, "/role") == 0) {
+        } else if (strcmp(method, "POST") == 0 && strcmp(tail, "/role") == 0) {
             int role = role_of(json_string_value(json_object_get(o, "role")));
             if (role < 0 || json_object_get(o, "role") == NULL) {
                 json_decref(o);
@@ -315,8 +317,7 @@ static void change(struct sr_node *n, struct sink *s, const char *method,
                strcmp(path, "/v1/leader/transfer") == 0) {
         json_int_t jid = json_integer_value(json_object_get(o, "id"));
         rc = rnode_transfer(n->rn, (uint64_t)(jid > 0 ? jid : 0), done_cb, s);
-    } else if (strcmp(method, "POST") == 0 &&
-               strcmp(path, "/v1/policy") == 0) {
+    } else if (strcmp(method, "POST") == 0 && strcmp(path, "/v1/policy") == 0) {
         json_decref(o);
         post_policy(n, s, body, len);
         return;
@@ -410,8 +411,8 @@ void admin_http(void *ud, struct http_conn *c, const struct http_request *req)
         reply_error(s, 503, "node is stopping");
         return;
     }
-    dispatch(n, s, req->method, req->path, req->query, req->body,
-             req->body_len, 0);
+    dispatch(n, s, req->method, req->path, req->query, req->body, req->body_len,
+             0);
 }
 
 void admin_rpc(struct sr_node *n, struct rpc_call *call,
@@ -422,8 +423,7 @@ void admin_rpc(struct sr_node *n, struct rpc_call *call,
     const char *q = strchr(req->path, '?');
     char path[256];
     snprintf(path, sizeof path, "%.*s",
-             (int)(q ? (size_t)(q - req->path) : strlen(req->path)),
-             req->path);
+             (int)(q ? (size_t)(q - req->path) : strlen(req->path)), req->path);
     dispatch(n, s, req->method, path, q ? q + 1 : "",
              (const char *)req->body.data, req->body.len, 1);
 }

@@ -24,15 +24,17 @@ void code_next(struct code_gen *g, uint64_t now_ms, char out[CODE_MAX])
         g->seq = 0;
     }
     snprintf(out, CODE_MAX, "%02u/%02X-%05u-%08X", g->node_id % 100000,
-             g->incarnation, (unsigned)g->seq, (unsigned)(g->sec & 0xffffffffu));
+             g->incarnation, (unsigned)g->seq,
+             (unsigned)(g->sec & 0xffffffffu));
     g->seq++;
 }
 
 static bool digits(const char **p, int min, int max, int hex)
 {
     int n = 0;
-    while (**p && (hex ? isxdigit((unsigned char)**p) && !islower((unsigned char)**p)
-                       : isdigit((unsigned char)**p))) {
+    while (**p &&
+           (hex ? isxdigit((unsigned char)**p) && !islower((unsigned char)**p)
+                : isdigit((unsigned char)**p))) {
         (*p)++;
         n++;
     }

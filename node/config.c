@@ -97,8 +97,7 @@ static const struct key_spec keys[] = {
     {"admin", "listen", K_ADDRESS, OFF(admin_listen), 0, 0},
     {"admin", "token", K_TOKEN, OFF(admin_token), 0, 0},
     {"bodies", "copies", K_UINT, OFF(body_copies), 0, 255},
-    {"bodies", "group_commit_us", K_UINT, OFF(body_group_commit_us), 0,
-     100000},
+    {"bodies", "group_commit_us", K_UINT, OFF(body_group_commit_us), 0, 100000},
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])
@@ -480,10 +479,9 @@ static int defaults(struct sr_config *cfg)
     }
     if (cfg->log_level == NULL || cfg->raft_listen == NULL ||
         cfg->rpc_listen == NULL || cfg->smtp_customer == NULL ||
-        cfg->smtp_customer_host == NULL ||
-        cfg->admin_listen == NULL || cfg->n_smtp_listen != 1 ||
-        set_data_dir(cfg) != 0 || set_hostname(cfg) != 0 ||
-        set_self_peer(cfg) != 0) {
+        cfg->smtp_customer_host == NULL || cfg->admin_listen == NULL ||
+        cfg->n_smtp_listen != 1 || set_data_dir(cfg) != 0 ||
+        set_hostname(cfg) != 0 || set_self_peer(cfg) != 0) {
         config_free(cfg);
         return SR_ENOMEM;
     }

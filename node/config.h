@@ -25,13 +25,13 @@ struct sr_peer {
 
 struct sr_config {
     /* node: */
-    uint64_t node_id;   /* node.id, 1..65535, default 1 */
-    char *data_dir;     /* node.data_dir, default "./run/node<id>" */
-    char *hostname;     /* node.hostname, default "smartrelay<id>.localdomain" */
-    char *log_level;    /* log.level: debug|info|warn|error, default info */
+    uint64_t node_id; /* node.id, 1..65535, default 1 */
+    char *data_dir;   /* node.data_dir, default "./run/node<id>" */
+    char *hostname;   /* node.hostname, default "smartrelay<id>.localdomain" */
+    char *log_level;  /* log.level: debug|info|warn|error, default info */
 
     /* raft: */
-    char *raft_listen;  /* raft.listen, default 127.0.0.1:7001 */
+    char *raft_listen;     /* raft.listen, default 127.0.0.1:7001 */
     struct sr_peer *peers; /* raft.peers: initial voters, used only to
                               bootstrap a brand-new cluster; default: this
                               node alone */
@@ -46,24 +46,24 @@ struct sr_config {
                                      with clusterctl member add. */
 
     /* rpc: */
-    char *rpc_listen;   /* rpc.listen, default 127.0.0.1:7101 */
+    char *rpc_listen;        /* rpc.listen, default 127.0.0.1:7101 */
     unsigned rpc_timeout_ms; /* rpc.timeout_ms, default 5000 */
 
     /* smtp: */
     char **smtp_listen; /* smtp.listen: list, default [127.0.0.1:2525] */
     unsigned n_smtp_listen;
-    char *smtp_customer;   /* smtp.customer: policy customer served on these
-                              listeners, default "default" */
+    char *smtp_customer;      /* smtp.customer: policy customer served on these
+                                 listeners, default "default" */
     char *smtp_customer_host; /* smtp.customer_host: address on which the
                                  listeners that the policy declares
                                  (customers[].listen_port) are opened,
                                  default 127.0.0.1 */
-    char *tls_cert;        /* smtp.tls_cert: PEM file; none = no STARTTLS */
-    char *tls_key;         /* smtp.tls_key */
-    unsigned commit_timeout_ms;  /* smtp.commit_timeout_ms, default 15000:
-                                    after it, 451 4.3.0 */
-    unsigned command_timeout_s;  /* smtp.command_timeout_s, default 300 */
-    unsigned data_timeout_s;     /* smtp.data_timeout_s, default 180 */
+    char *tls_cert;           /* smtp.tls_cert: PEM file; none = no STARTTLS */
+    char *tls_key;            /* smtp.tls_key */
+    unsigned commit_timeout_ms; /* smtp.commit_timeout_ms, default 15000:
+                                   after it, 451 4.3.0 */
+    unsigned command_timeout_s; /* smtp.command_timeout_s, default 300 */
+    unsigned data_timeout_s;    /* smtp.data_timeout_s, default 180 */
 
     /* admin: */
     char *admin_listen; /* admin.listen, default 127.0.0.1:8080 */

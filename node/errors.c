@@ -8,19 +8,32 @@
 const char *sr_strerror(int code)
 {
     switch (code) {
-    case SR_OK: return "SR_OK";
-    case SR_ENOMEM: return "SR_ENOMEM";
-    case SR_EINVAL: return "SR_EINVAL";
-    case SR_EPARSE: return "SR_EPARSE";
-    case SR_EIO: return "SR_EIO";
-    case SR_ENOTFOUND: return "SR_ENOTFOUND";
-    case SR_ENOTLEADER: return "SR_ENOTLEADER";
-    case SR_ETIMEDOUT: return "SR_ETIMEDOUT";
-    case SR_EFULL: return "SR_EFULL";
-    case SR_ESHUTDOWN: return "SR_ESHUTDOWN";
-    case SR_EVERSION: return "SR_EVERSION";
-    case SR_EEXIST: return "SR_EEXIST";
-    default: return "SR_EUNKNOWN";
+    case SR_OK:
+        return "SR_OK";
+    case SR_ENOMEM:
+        return "SR_ENOMEM";
+    case SR_EINVAL:
+        return "SR_EINVAL";
+    case SR_EPARSE:
+        return "SR_EPARSE";
+    case SR_EIO:
+        return "SR_EIO";
+    case SR_ENOTFOUND:
+        return "SR_ENOTFOUND";
+    case SR_ENOTLEADER:
+        return "SR_ENOTLEADER";
+    case SR_ETIMEDOUT:
+        return "SR_ETIMEDOUT";
+    case SR_EFULL:
+        return "SR_EFULL";
+    case SR_ESHUTDOWN:
+        return "SR_ESHUTDOWN";
+    case SR_EVERSION:
+        return "SR_EVERSION";
+    case SR_EEXIST:
+        return "SR_EEXIST";
+    default:
+        return "SR_EUNKNOWN";
     }
 }
 

@@ -36,11 +36,11 @@ void sr_log_write(int level, const char *fmt, ...)
     struct tm tm;
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof line,
-                     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s node=%u ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                     tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000),
-                     level_name(level), g_node);
+    int n = snprintf(
+        line, sizeof line,
+        "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s node=%u ",
+        tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+        tm.tm_sec, (long)(tv.tv_usec / 1000), level_name(level), g_node);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);

@@ -16,8 +16,7 @@
 
 /* Increments the boot counter in DATA_DIR/boot and fsyncs it: it makes
  * message codes unique across restarts (node/code.h). */
-static int next_boot(const char *dir, unsigned *boot, char *err,
-                     size_t errlen)
+static int next_boot(const char *dir, unsigned *boot, char *err, size_t errlen)
 {
     char path[1024], tmp[1040];
     snprintf(path, sizeof path, "%s/boot", dir);
@@ -238,8 +237,8 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
         (rc = tls_ctx_new_server(cfg->tls_cert, cfg->tls_key, &n->tls, err,
                                  errlen)) != 0)
         return rc;
-    struct smtp_server_deps deps = {&n->loop, cfg,           n->ingest,
-                                    n->tls,   current_policy, n};
+    struct smtp_server_deps deps = {&n->loop,       cfg, n->ingest, n->tls,
+                                    current_policy, n};
     if ((rc = smtp_server_start(&deps, &n->smtp, err, errlen)) != 0)
         return rc;
     if ((rc = http_server_start(&n->loop, cfg->admin_listen, admin_http, n,
@@ -256,8 +255,8 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
     LOG_INFO("event=started boot=%u raft=%s rpc=%s smtp=%s admin=%s "
              "data_dir=%s",
              n->boot, cfg->raft_listen, cfg->rpc_listen,
-             cfg->n_smtp_listen ? cfg->smtp_listen[0] : "-",
-             cfg->admin_listen, cfg->data_dir);
+             cfg->n_smtp_listen ? cfg->smtp_listen[0] : "-", cfg->admin_listen,
+             cfg->data_dir);
     *out = n;
     return 0;
 }

@@ -69,7 +69,7 @@ static bool yaml_printable(unsigned cp)
  * YAML's printable characters ever reaches it, never the caller's
  * unterminated buffer. */
 int yamlsafe_copy(const char *s, size_t len, char **copy, char *err,
-                     size_t errlen)
+                  size_t errlen)
 {
     const unsigned char *u = (const unsigned char *)s;
     int line = 1;
@@ -103,7 +103,7 @@ int yamlsafe_copy(const char *s, size_t len, char **copy, char *err,
  * - an alias name with '/' is taken as a path expression by
  *   fy_node_resolve_alias, whose parse errors go to stderr. */
 int yamlsafe_check_tree(struct fy_node *n, const char *text, size_t len,
-                      int depth, char *err, size_t errlen)
+                        int depth, char *err, size_t errlen)
 {
     if (n == NULL)
         return 0;
@@ -143,7 +143,8 @@ int yamlsafe_check_tree(struct fy_node *n, const char *text, size_t len,
     case FYNT_SEQUENCE: {
         struct fy_node *item;
         while ((item = fy_node_sequence_iterate(n, &it)) != NULL) {
-            int rc = yamlsafe_check_tree(item, text, len, depth + 1, err, errlen);
+            int rc =
+                yamlsafe_check_tree(item, text, len, depth + 1, err, errlen);
             if (rc != 0)
                 return rc;
         }
@@ -152,11 +153,11 @@ int yamlsafe_check_tree(struct fy_node *n, const char *text, size_t len,
     case FYNT_MAPPING: {
         struct fy_node_pair *pair;
         while ((pair = fy_node_mapping_iterate(n, &it)) != NULL) {
-            int rc = yamlsafe_check_tree(fy_node_pair_key(pair), text, len, depth + 1,
-                                err, errlen);
+            int rc = yamlsafe_check_tree(fy_node_pair_key(pair), text, len,
+                                         depth + 1, err, errlen);
             if (rc == 0)
-                rc = yamlsafe_check_tree(fy_node_pair_value(pair), text, len, depth + 1,
-                                err, errlen);
+                rc = yamlsafe_check_tree(fy_node_pair_value(pair), text, len,
+                                         depth + 1, err, errlen);
             if (rc != 0)
                 return rc;
         }
@@ -166,7 +167,6 @@ int yamlsafe_check_tree(struct fy_node *n, const char *text, size_t len,
         return 0;
     }
 }
-
 
 /* Reports the first error libfyaml collected as "line L, column C: msg". */
 static int yaml_error(struct fy_diag *diag, char *err, size_t errlen)

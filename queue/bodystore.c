@@ -56,7 +56,7 @@ struct job {
     const uint8_t *data; /* put: borrowed */
     size_t len;
     uint64_t rec_off; /* put: where its record was written */
-    uint8_t *out; /* get: malloc'd result, passed to the callback */
+    uint8_t *out;     /* get: malloc'd result, passed to the callback */
     int status;
     body_done_cb done;
     body_get_cb got;
@@ -95,7 +95,7 @@ struct body_store {
     unsigned window_us; /* group commit window, 0 = none */
     /* worker state */
     uint64_t last_batch_end; /* mono_us() when the last batch finished */
-    int loading; /* reading segments at open: unlink nothing yet */
+    int loading;             /* reading segments at open: unlink nothing yet */
     struct slot *slots;
     size_t cap, used, tombs;
     struct seg *segs;
@@ -235,8 +235,8 @@ static int seg_open(struct body_store *b, uint32_t id, int create)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/%08u.seg", b->dir, id);
-    int fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0),
-                  0640);
+    int fd =
+        open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0640);
     if (fd < 0)
         return -1;
     struct seg *n = realloc(b->segs, (b->n_segs + 1) * sizeof *n);
@@ -291,8 +291,9 @@ static int seg_load(struct body_store *b, uint32_t id, int fd, int last)
             return SR_EIO;
         uint32_t cl = get32(h + 8);
         uint64_t bl = get32(h + 12) | (uint64_t)get32(h + 16) << 32;
-        if (memcmp(h, "SRB1", 4) != 0 || (h[4] != KIND_PUT && h[4] != KIND_DEL) ||
-            cl == 0 || cl > MAX_CODE || bl > MAX_BODY)
+        if (memcmp(h, "SRB1", 4) != 0 ||
+            (h[4] != KIND_PUT && h[4] != KIND_DEL) || cl == 0 ||
+            cl > MAX_CODE || bl > MAX_BODY)
             break;
         uint64_t rec = pad8(HDR + cl + bl);
         if (off + rec > size)

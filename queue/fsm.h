@@ -32,8 +32,8 @@ struct queue_fsm_result {
 
 /* Owned by the node; loop thread only. */
 struct queue_fsm {
-    struct raft_fsm fsm; /* fsm.data points back here */
-    struct raft *raft;   /* borrowed, to learn the index being applied */
+    struct raft_fsm fsm;       /* fsm.data points back here */
+    struct raft *raft;         /* borrowed, to learn the index being applied */
     struct queue_store *store; /* borrowed */
     int *statuses;
     size_t cap;

@@ -261,7 +261,8 @@ static int parse_networks(json_t *v, unsigned idx, struct policy_customer *c,
 
 static const char *const customer_keys[] = {
     "name",           "networks",    "max_sessions", "max_message_size",
-    "max_recipients", "require_tls",  "users",        "require_auth", "listen_port",
+    "max_recipients", "require_tls", "users",        "require_auth",
+    "listen_port",
 };
 
 /* "users": [{"name": "...", "password": "pbkdf2-sha256$..."}] */
@@ -539,7 +540,6 @@ struct out {
     size_t errlen;
 };
 
-
 static void out_fail(struct out *o, int code, struct fy_node *at,
                      const char *msg)
 {
@@ -582,7 +582,6 @@ static void puts_lit(struct out *o, const char *s)
 {
     put(o, s, strlen(s));
 }
-
 
 /* Writes s as a JSON string (RFC 8259 7). */
 static void put_string(struct out *o, struct fy_node *at, const char *s,
@@ -795,8 +794,7 @@ int policy_yaml_to_json(const char *yaml, size_t len, char **json, char *err,
     return 0;
 }
 
-const char *policy_user_hash(const struct policy_customer *c,
-                             const char *name)
+const char *policy_user_hash(const struct policy_customer *c, const char *name)
 {
     for (unsigned i = 0; c != NULL && i < c->n_users; i++)
         if (strcmp(c->users[i].name, name) == 0)

@@ -30,9 +30,9 @@
 #include <sys/socket.h>
 
 struct policy_net {
-    int family;          /* AF_INET or AF_INET6 */
-    uint8_t addr[16];    /* network address, host bits zeroed */
-    unsigned prefix;     /* prefix length */
+    int family;       /* AF_INET or AF_INET6 */
+    uint8_t addr[16]; /* network address, host bits zeroed */
+    unsigned prefix;  /* prefix length */
 };
 
 /* An SMTP AUTH account of a customer. The password is never stored: only
@@ -46,17 +46,17 @@ struct policy_customer {
     char *name;
     struct policy_net *nets;
     unsigned n_nets;
-    unsigned max_sessions;    /* simultaneous SMTP sessions per node */
-    size_t max_message_size;  /* bytes */
-    unsigned max_recipients;  /* per message */
-    bool require_tls;         /* MAIL refused before STARTTLS */
+    unsigned max_sessions;     /* simultaneous SMTP sessions per node */
+    size_t max_message_size;   /* bytes */
+    unsigned max_recipients;   /* per message */
+    bool require_tls;          /* MAIL refused before STARTTLS */
     struct policy_user *users; /* SMTP AUTH accounts (AUTH offered after
                                   STARTTLS when there is at least one) */
     unsigned n_users;
-    bool require_auth;        /* MAIL refused until AUTH succeeded */
-    unsigned listen_port;     /* 0 = none; else every node listens on
-                                 smtp.customer_host:listen_port for this
-                                 customer */
+    bool require_auth;    /* MAIL refused until AUTH succeeded */
+    unsigned listen_port; /* 0 = none; else every node listens on
+                             smtp.customer_host:listen_port for this
+                             customer */
 };
 
 struct policy {
@@ -80,12 +80,10 @@ const struct policy_customer *policy_find(const struct policy *p,
                                           const char *name);
 /* True if sa (AF_INET/AF_INET6, v4-mapped v6 treated as v4) is inside one of
  * the customer's networks. */
-bool policy_allows(const struct policy_customer *c,
-                   const struct sockaddr *sa);
+bool policy_allows(const struct policy_customer *c, const struct sockaddr *sa);
 /* A customer name: 1 to 64 characters of A-Z a-z 0-9 _ . - */
 bool policy_valid_name(const char *s, size_t len);
 /* The user's password hash, or NULL. */
-const char *policy_user_hash(const struct policy_customer *c,
-                             const char *name);
+const char *policy_user_hash(const struct policy_customer *c, const char *name);
 
 #endif

@@ -30,8 +30,8 @@ struct queue_store {
 };
 
 static const char *const state_names[RCPT_STATE_MAX] = {
-    "queued", "inflight", "deferred", "delivered",
-    "bounced", "expired", "held", "quarantined"};
+    "queued",  "inflight", "deferred", "delivered",
+    "bounced", "expired",  "held",     "quarantined"};
 
 const char *queue_rcpt_state_name(unsigned state)
 {
@@ -191,8 +191,8 @@ static int apply_accept(struct queue_store *s, MDB_txn *txn, uint64_t index,
         n += (size_t)snprintf(key + n, sizeof key - n, "%s", a->code) + 1;
         n += (size_t)snprintf(key + n, sizeof key - n, "%zu", i);
         put(txn, s->dbi[DB_IDX_STATE], key, n, "", 0);
-        size_t dn = domain_key(key, sizeof key, a->rcpts[i], a->code,
-                               (unsigned)i);
+        size_t dn =
+            domain_key(key, sizeof key, a->rcpts[i], a->code, (unsigned)i);
         put(txn, s->dbi[DB_IDX_DOMAIN], key, dn, "", 0);
     }
     free(rs);
@@ -208,8 +208,8 @@ static int apply_holder_add(struct queue_store *s, MDB_txn *txn,
     MDB_val k = {strlen(h->code), h->code}, v;
     if (h->code[0] == '\0' || mdb_get(txn, s->dbi[DB_MSGS], &k, &v) != 0)
         return SR_ENOTFOUND;
-    Sr__StoredMessage *m = sr__stored_message__unpack(NULL, v.mv_size,
-                                                      v.mv_data);
+    Sr__StoredMessage *m =
+        sr__stored_message__unpack(NULL, v.mv_size, v.mv_data);
     if (m == NULL)
         die_mdb("stored message undecodable", MDB_CORRUPTED);
     Sr__MessageAccept *a = m->accept;
@@ -236,13 +236,11 @@ static int apply_holder_add(struct queue_store *s, MDB_txn *txn,
     return 0;
 }
 
-static int apply_policy(struct queue_store *s, MDB_txn *txn,
-                        Sr__PolicySet *p)
+static int apply_policy(struct queue_store *s, MDB_txn *txn, Sr__PolicySet *p)
 {
     struct policy *pol;
     char err[SR_ERRMSG_SIZE];
-    if (policy_parse_json(p->json, strlen(p->json), &pol, err, sizeof err) !=
-        0)
+    if (policy_parse_json(p->json, strlen(p->json), &pol, err, sizeof err) != 0)
         return SR_EPARSE;
     policy_free(pol);
     put(txn, s->dbi[DB_META], "policy", 6, p->json, strlen(p->json));
@@ -344,8 +342,7 @@ int queue_store_get_message(struct queue_store *s, const char *code,
     return get(s, DB_MSGS, code, strlen(code), unpack_msg, (void **)out);
 }
 
-int queue_store_get_node(struct queue_store *s, uint64_t id,
-                         Sr__NodeInfo **out)
+int queue_store_get_node(struct queue_store *s, uint64_t id, Sr__NodeInfo **out)
 {
     uint8_t key[8];
     for (int i = 0; i < 8; i++)
@@ -396,8 +393,8 @@ void queue_store_list(struct queue_store *s, size_t limit,
         for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
              rc == 0 && (limit == 0 || n < limit);
              rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
-            size_t len = k.mv_size < sizeof code - 1 ? k.mv_size
-                                                     : sizeof code - 1;
+            size_t len =
+                k.mv_size < sizeof code - 1 ? k.mv_size : sizeof code - 1;
             memcpy(code, k.mv_data, len);
             code[len] = '\0';
             fn(ud, code);
@@ -408,8 +405,8 @@ void queue_store_list(struct queue_store *s, size_t limit,
 }
 
 int queue_store_scan(struct queue_store *s, const char *after, size_t limit,
-                     void (*fn)(void *ud, const Sr__StoredMessage *m),
-                     void *ud, char *last, size_t lastlen)
+                     void (*fn)(void *ud, const Sr__StoredMessage *m), void *ud,
+                     char *last, size_t lastlen)
 {
     MDB_txn *txn;
     MDB_cursor *cur;
@@ -452,10 +449,9 @@ static void u32le(uint8_t *p, uint32_t v)
 }
 
 /* Walks every record of every database in order. */
-static int walk(struct queue_store *s,
-                void (*fn)(void *ud, int db, const MDB_val *k,
-                           const MDB_val *v),
-                void *ud)
+static int
+walk(struct queue_store *s,
+     void (*fn)(void *ud, int db, const MDB_val *k, const MDB_val *v), void *ud)
 {
     MDB_txn *txn;
     if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
@@ -556,8 +552,7 @@ static uint32_t rd32(const uint8_t *p)
            (uint32_t)p[3] << 24;
 }
 
-int queue_store_restore(struct queue_store *s, const uint8_t *buf,
-                        size_t len)
+int queue_store_restore(struct queue_store *s, const uint8_t *buf, size_t len)
 {
     if (len < 4 || memcmp(buf, SNAP_MAGIC, 4) != 0)
         return SR_EPARSE;
@@ -575,8 +570,7 @@ int queue_store_restore(struct queue_store *s, const uint8_t *buf,
         int db = buf[off];
         size_t kl = rd32(buf + off + 1), vl = rd32(buf + off + 5);
         off += 9;
-        if (db >= DB_COUNT || kl == 0 || kl > len - off ||
-            vl > len - off - kl)
+        if (db >= DB_COUNT || kl == 0 || kl > len - off || vl > len - off - kl)
             goto bad;
         MDB_val k = {kl, (void *)(buf + off)},
                 v = {vl, (void *)(buf + off + kl)};

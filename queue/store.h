@@ -77,8 +77,8 @@ void queue_store_list(struct queue_store *s, size_t limit,
  * or NULL = from the start), in code order; copies the last code seen into
  * last ("" when the end was reached). Returns the number visited. */
 int queue_store_scan(struct queue_store *s, const char *after, size_t limit,
-                     void (*fn)(void *ud, const Sr__StoredMessage *m),
-                     void *ud, char *last, size_t lastlen);
+                     void (*fn)(void *ud, const Sr__StoredMessage *m), void *ud,
+                     char *last, size_t lastlen);
 
 /* SHA-256 over every database in key order, with the applied index. */
 void queue_store_digest(struct queue_store *s, uint8_t out[32],
@@ -88,7 +88,6 @@ void queue_store_digest(struct queue_store *s, uint8_t out[32],
 int queue_store_snapshot(struct queue_store *s, uint8_t **buf, size_t *len);
 /* Replaces the whole state with a snapshot. SR_EPARSE leaves the state
  * untouched (the transaction is aborted). */
-int queue_store_restore(struct queue_store *s, const uint8_t *buf,
-                        size_t len);
+int queue_store_restore(struct queue_store *s, const uint8_t *buf, size_t len);
 
 #endif

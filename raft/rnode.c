@@ -76,11 +76,11 @@ struct rnode {
     int check_on;
     unsigned applies_inflight; /* leader: entries proposed, not applied */
     struct prop *pending, **pending_tail;
-    int ready;            /* leader whose barrier committed */
+    int ready; /* leader whose barrier committed */
     int barrier_pending;
     raft_term barrier_term;
     struct raft_barrier barrier;
-    int info_inflight;    /* our NodeInfo proposal is in flight */
+    int info_inflight;         /* our NodeInfo proposal is in flight */
     unsigned forward_inflight; /* ProposeReqs awaiting the leader */
     int closing;
     int handles;
@@ -592,14 +592,13 @@ static void change_cb(struct raft_change *req, int status)
          * caught up by the leader first). */
         int role = m->role;
         m->role = -1;
-        int rc = raft_assign(&m->node->raft, &m->change, m->id, role,
-                             change_cb);
+        int rc =
+            raft_assign(&m->node->raft, &m->change, m->id, role, change_cb);
         if (rc == 0)
             return;
         status = rc;
     }
-    m->cb(m->ud, status ? SR_EINVAL : 0,
-          status ? raft_strerror(status) : "ok");
+    m->cb(m->ud, status ? SR_EINVAL : 0, status ? raft_strerror(status) : "ok");
     free(m);
 }
 
@@ -635,9 +634,8 @@ int rnode_add(struct rnode *n, uint64_t id, const char *address, int role,
     struct member_op *m = member_op(n, id, role, cb, ud);
     if (m == NULL)
         return SR_ENOMEM;
-    return member_start(m,
-                        raft_add(&n->raft, &m->change, id, address, change_cb),
-                        "add");
+    return member_start(
+        m, raft_add(&n->raft, &m->change, id, address, change_cb), "add");
 }
 
 int rnode_remove(struct rnode *n, uint64_t id, rnode_done_cb cb, void *ud)
@@ -673,16 +671,15 @@ int rnode_transfer(struct rnode *n, uint64_t id, rnode_done_cb cb, void *ud)
     struct member_op *m = member_op(n, id, -1, cb, ud);
     if (m == NULL)
         return SR_ENOMEM;
-    return member_start(m, raft_transfer(&n->raft, &m->transfer, id,
-                                         transfer_cb),
-                        "transfer");
+    return member_start(
+        m, raft_transfer(&n->raft, &m->transfer, id, transfer_cb), "transfer");
 }
 
 /* ---- lifecycle ---- */
 
 int rnode_start(uv_loop_t *loop, const struct sr_config *cfg,
-                struct queue_store *store, struct rpc *rpc,
-                struct rnode **out, char *err, size_t errlen)
+                struct queue_store *store, struct rpc *rpc, struct rnode **out,
+                char *err, size_t errlen)
 {
     struct rnode *n = calloc(1, sizeof *n);
     if (n == NULL)

@@ -38,8 +38,8 @@ struct rnode;
 typedef void (*rnode_cb)(void *ud, int status, uint64_t index);
 
 int rnode_start(uv_loop_t *loop, const struct sr_config *cfg,
-                struct queue_store *store, struct rpc *rpc,
-                struct rnode **out, char *err, size_t errlen);
+                struct queue_store *store, struct rpc *rpc, struct rnode **out,
+                char *err, size_t errlen);
 /* Fails pending proposals with SR_ESHUTDOWN and closes raft; cb runs when
  * every handle is closed. */
 void rnode_close(struct rnode *n, void (*cb)(void *), void *arg);

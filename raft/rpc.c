@@ -113,8 +113,7 @@ static int rbuf_add(struct rbuf *b, const char *d, size_t n)
 }
 
 /* Calls fn for every complete frame; returns SR_EPARSE on a bad frame. */
-static int rbuf_frames(struct rbuf *b, void (*fn)(void *, Sr__Rpc *),
-                       void *arg)
+static int rbuf_frames(struct rbuf *b, void (*fn)(void *, Sr__Rpc *), void *arg)
 {
     size_t off = 0;
     int rc = 0;
@@ -273,8 +272,8 @@ static struct peer *peer_get(struct rpc *r, uint64_t id, const char *address)
     return p;
 }
 
-int rpc_send(struct rpc *r, uint64_t peer_id, const char *address,
-             Sr__Rpc *req, unsigned timeout_ms, rpc_resp_cb cb, void *ud)
+int rpc_send(struct rpc *r, uint64_t peer_id, const char *address, Sr__Rpc *req,
+             unsigned timeout_ms, rpc_resp_cb cb, void *ud)
 {
     if (r->closing)
         return SR_ESHUTDOWN;

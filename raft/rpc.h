@@ -40,8 +40,8 @@ void rpc_close(struct rpc *r);
 /* Sends req to the peer (id, address "host:port"). Returns 0 and later calls
  * cb exactly once (response, SR_ETIMEDOUT, SR_EIO, SR_ESHUTDOWN), or a
  * negative code and never calls cb. */
-int rpc_send(struct rpc *r, uint64_t peer_id, const char *address,
-             Sr__Rpc *req, unsigned timeout_ms, rpc_resp_cb cb, void *ud);
+int rpc_send(struct rpc *r, uint64_t peer_id, const char *address, Sr__Rpc *req,
+             unsigned timeout_ms, rpc_resp_cb cb, void *ud);
 
 void rpc_reply(struct rpc_call *call, Sr__Rpc *resp);
 uint64_t rpc_call_from(const struct rpc_call *call);

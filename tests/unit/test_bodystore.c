@@ -237,9 +237,8 @@ static void test_bad_arguments(void **state)
     char longcode[100];
     memset(longcode, 'x', sizeof longcode - 1);
     longcode[sizeof longcode - 1] = '\0';
-    assert_int_equal(body_store_put(b, "", (const uint8_t *)"x", 1, done_cb,
-                                    &r),
-                     SR_EINVAL);
+    assert_int_equal(
+        body_store_put(b, "", (const uint8_t *)"x", 1, done_cb, &r), SR_EINVAL);
     assert_int_equal(body_store_get(b, longcode, get_cb, &r), SR_EINVAL);
     assert_int_equal(r.done, 0);
     close_store(&loop, b);

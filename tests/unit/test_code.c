@@ -52,11 +52,11 @@ static void test_valid(void **state)
         const char *s;
         bool want;
     } rows[] = {
-        {"79/BC-12331-5C348706", true}, {"12345/00-00000-00000000", true},
-        {"7/BC-12331-5C348706", false}, {"79/bc-12331-5C348706", false},
-        {"79/BC-1233-5C348706", false}, {"79/BC-12331-5C34870", false},
+        {"79/BC-12331-5C348706", true},   {"12345/00-00000-00000000", true},
+        {"7/BC-12331-5C348706", false},   {"79/bc-12331-5C348706", false},
+        {"79/BC-1233-5C348706", false},   {"79/BC-12331-5C34870", false},
         {"79/BC-12331-5C3487066", false}, {"", false},
-        {"79BC-12331-5C348706", false}, {"79/BC-12331-5C348706/", false},
+        {"79BC-12331-5C348706", false},   {"79/BC-12331-5C348706/", false},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         assert_int_equal(code_valid(rows[i].s), rows[i].want);

@@ -25,7 +25,7 @@ static struct queue_store *open_tmp(void)
 
 /* One entry with one accept op. */
 static void accept_one(struct queue_store *s, uint64_t index, const char *code,
-                   uint64_t time_ms, uint64_t deadline, int want)
+                       uint64_t time_ms, uint64_t deadline, int want)
 {
     char *rcpts[] = {"a@Example.ORG", "b@example.net"};
     uint64_t holders[] = {1, 2};
@@ -62,8 +62,7 @@ static void test_apply_accept_and_lookups(void **state)
     accept_one(s, 4, "01/01-00000-00000003", 3000, 4000, 0);
     assert_int_equal(queue_store_applied(s), 4);
     Sr__StoredMessage *m;
-    assert_int_equal(queue_store_get_message(s, "01/01-00000-00000001", &m),
-                     0);
+    assert_int_equal(queue_store_get_message(s, "01/01-00000-00000001", &m), 0);
     assert_int_equal(m->index, 1);
     assert_int_equal(m->n_rcpts, 2);
     assert_int_equal(m->rcpts[0]->state, RCPT_QUEUED);

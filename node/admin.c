@@ -138,6 +138,8 @@ static void get_status(struct sr_node *n, struct sink *s)
         "smtp_sessions", (json_int_t)smtp_server_sessions(n->smtp),
         "ingest_inflight", (json_int_t)ingest_inflight(n->ingest), "ready",
         rnode_is_ready_leader(n->rn));
+    json_object_set_new(o, "floating_ip_held",
+                        json_boolean(floatip_held(n->floatip)));
     json_object_set_new(o, "bodies",
                         json_integer((json_int_t)body_store_count(n->bodies)));
     json_object_set_new(

@@ -94,6 +94,9 @@ static const struct key_spec keys[] = {
     {"smtp", "commit_timeout_ms", K_UINT, OFF(commit_timeout_ms), 1, 600000},
     {"smtp", "command_timeout_s", K_UINT, OFF(command_timeout_s), 1, 3600},
     {"smtp", "data_timeout_s", K_UINT, OFF(data_timeout_s), 1, 3600},
+    {"floating", "address", K_STRING, OFF(floating_address), 0, 0},
+    {"floating", "interface", K_STRING, OFF(floating_interface), 0, 0},
+    {"floating", "arp_count", K_UINT, OFF(floating_arp_count), 1, 100},
     {"admin", "listen", K_ADDRESS, OFF(admin_listen), 0, 0},
     {"admin", "token", K_TOKEN, OFF(admin_token), 0, 0},
     {"bodies", "copies", K_UINT, OFF(body_copies), 0, 255},
@@ -390,6 +393,8 @@ void config_free(struct sr_config *cfg)
     free(cfg->tls_key);
     free(cfg->admin_listen);
     free(cfg->admin_token);
+    free(cfg->floating_address);
+    free(cfg->floating_interface);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -471,6 +476,8 @@ static int defaults(struct sr_config *cfg)
     cfg->rpc_listen = strdup("127.0.0.1:7101");
     cfg->smtp_customer = strdup("default");
     cfg->smtp_customer_host = strdup("127.0.0.1");
+    cfg->floating_interface = strdup("eth0");
+    cfg->floating_arp_count = 3;
     cfg->admin_listen = strdup("127.0.0.1:8080");
     cfg->smtp_listen = calloc(1, sizeof *cfg->smtp_listen);
     if (cfg->smtp_listen != NULL) {
@@ -479,7 +486,7 @@ static int defaults(struct sr_config *cfg)
     }
     if (cfg->log_level == NULL || cfg->raft_listen == NULL ||
         cfg->rpc_listen == NULL || cfg->smtp_customer == NULL ||
-        cfg->smtp_customer_host == NULL || cfg->admin_listen == NULL ||
+        cfg->smtp_customer_host == NULL || cfg->floating_interface == NULL || cfg->admin_listen == NULL ||
         cfg->n_smtp_listen != 1 || set_data_dir(cfg) != 0 ||
         set_hostname(cfg) != 0 || set_self_peer(cfg) != 0) {
         config_free(cfg);

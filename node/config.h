@@ -65,6 +65,14 @@ struct sr_config {
     unsigned command_timeout_s; /* smtp.command_timeout_s, default 300 */
     unsigned data_timeout_s;    /* smtp.data_timeout_s, default 180 */
 
+    /* floating: */
+    char *floating_address;   /* floating.address: "IP/PREFIX" held by the
+                                 leader, default none */
+    char *floating_interface; /* floating.interface: where to add it,
+                                 default "eth0" */
+    unsigned floating_arp_count; /* floating.arp_count: gratuitous ARPs
+                                    sent on taking the address, default 3 */
+
     /* admin: */
     char *admin_listen; /* admin.listen, default 127.0.0.1:8080 */
     char *admin_token;  /* admin.token, default none: API open on loopback */

@@ -177,6 +177,12 @@ static void stop(struct sr_node *n)
     uv_timer_stop(&n->sync);
     uv_close((uv_handle_t *)&n->sync, NULL);
     n->pending_close = 3;
+    if (n->floatip != NULL) {
+        /* Give the address up before the node goes. */
+        n->pending_close++;
+        floatip_stop(n->floatip, part_closed, n);
+        n->floatip = NULL;
+    }
     repair_stop(n->repair);
     n->repair = NULL;
     smtp_server_close(n->smtp, part_closed, n);
@@ -229,6 +235,9 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
     rnode_set_apply_hook(n->rn, on_apply, n);
     if ((rc = ingest_new(&n->loop, cfg, n->boot, n->bodies, n->rn, n->rpc,
                          &n->ingest)) != 0)
+        return rc;
+    if ((rc = floatip_start(&n->loop, cfg, n->rn, &n->floatip, err,
+                            errlen)) != 0)
         return rc;
     if ((rc = repair_start(&n->loop, cfg, n->store, n->bodies, n->rn, n->rpc,
                            &n->repair)) != 0)

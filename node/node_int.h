@@ -10,6 +10,7 @@
 #include "gateways/smtp_server.h"
 #include "gateways/tls.h"
 #include "node/config.h"
+#include "node/floatip.h"
 #include "queue/bodystore.h"
 #include "queue/policy.h"
 #include "queue/store.h"
@@ -27,6 +28,7 @@ struct sr_node {
     struct rnode *rn;
     struct ingest *ingest;
     struct repair *repair;
+    struct floatip *floatip; /* NULL without floating.address */
     struct tls_ctx *tls;
     struct smtp_server *smtp;
     struct http_server *admin;

@@ -58,6 +58,8 @@ static const char usage_text[] =
     "  member role ID voter|standby|spare  change a node's role\n"
     "  leader transfer [ID]                hand leadership to ID (or any\n"
     "                                      up-to-date voter)\n"
+    "  failover [ID]                       move leadership and the floating\n"
+    "                                      IP to ID (or any up-to-date voter)\n"
     "  message show CODE                   one message's record\n"
     "  message list [--limit N]            the most recent message codes\n"
     "  policy apply FILE                   replace the policy (YAML or JSON)\n"
@@ -855,6 +857,13 @@ int main(int argc, char **argv)
         return cmd_member(&ctl, argc, argv, role);
     if (strcmp(cmd, "leader") == 0)
         return cmd_leader(&ctl, argc, argv);
+    if (strcmp(cmd, "failover") == 0) {
+        /* Moves leadership and with it the floating IP. */
+        char *av[3] = {"transfer", argc > 0 ? argv[0] : NULL, NULL};
+        if (argc > 1)
+            return ctl_usage("failover: want \"failover [ID]\"");
+        return cmd_leader(&ctl, argc + 1, av);
+    }
     if (strcmp(cmd, "message") == 0)
         return cmd_message(&ctl, argc, argv, limit);
     if (strcmp(cmd, "policy") == 0)

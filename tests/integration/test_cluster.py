@@ -120,3 +120,13 @@ def test_admin_token_required(make_cluster):
     except urllib.error.HTTPError as e:
         assert e.code == 401
     assert node.status()["node_id"] == 1
+
+
+def test_clusterctl_failover_moves_leadership(cluster3):
+    leader = cluster3.wait_leader()
+    target = next(n for n in cluster3.nodes if n.id != leader.id)
+    p = leader.ctl("failover", str(target.id))
+    assert p.returncode == 0
+    assert cluster3.wait_leader().id == target.id
+    p = target.ctl("failover", "1", "2", check=False)
+    assert p.returncode == 2 and "failover" in p.stderr

@@ -1,0 +1,123 @@
+"""A 3-node cluster of real daemons in network namespaces, with a floating
+IP and a client namespace (shared by the floating-IP and chaos tests)."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from cluster import SMARTRELAYD
+from netns import Net
+
+CLIENT = r'''
+import smtplib, sys
+try:
+    s = smtplib.SMTP(sys.argv[1], 2525, timeout=3)
+    s.ehlo("client")
+    s.mail("a@example.com")
+    s.rcpt("b@example.org")
+    code, text = s.data("Subject: float\r\n\r\nhi\r\n")
+    print(code, s.sock.getpeername()[0], text.decode())
+    s.quit()
+except Exception as e:
+    print(0, "-", repr(e))
+'''
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    if os.getuid() != 0:
+        pytest.fail("network namespaces need root")
+    net = Net(["n1", "n2", "n3", "cl"])
+    procs = {}
+    floating = net.subnet + ".100"
+
+    def config(i):
+        peers = "".join(
+            '\n    - {id: %d, raft_address: "%s:7001", rpc_address: '
+            '"%s:7101"}' % (k, net.addr("n%d" % k), net.addr("n%d" % k))
+            for k in (1, 2, 3))
+        path = tmp_path / ("n%d.yaml" % i)
+        path.write_text(f"""node:
+  id: {i}
+  data_dir: "{tmp_path}/data{i}"
+raft:
+  listen: "{net.addr('n%d' % i)}:7001"
+  peers:{peers}
+rpc:
+  listen: "{net.addr('n%d' % i)}:7101"
+smtp:
+  listen: ["0.0.0.0:2525"]
+  commit_timeout_ms: 3000
+floating:
+  address: "{floating}/24"
+  interface: eth0
+  arp_count: 3
+admin:
+  listen: "127.0.0.1:8080"
+""")
+        return str(path)
+
+    def start(i):
+        log = open(tmp_path / ("n%d.log" % i), "a")
+        procs[i] = net.popen("n%d" % i, [SMARTRELAYD, "--config", config(i)],
+                             stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    class F:
+        pass
+    f = F()
+    f.net, f.procs, f.start, f.floating = net, procs, start, floating
+    f.log = lambda i: (tmp_path / ("n%d.log" % i)).read_text()
+    try:
+        for i in (1, 2, 3):
+            start(i)
+        yield f
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        net.close()
+
+
+def leader(f, exclude=(), timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for i in (1, 2, 3):
+            if i in exclude or f.procs[i].poll() is not None:
+                continue
+            st = f.net.api("n%d" % i, "GET", "/v1/status")
+            if st and st["state"] == "leader" and st["ready"]:
+                return i
+        time.sleep(0.05)
+    raise AssertionError("no leader")
+
+
+def holders(f):
+    return [i for i in (1, 2, 3)
+            if f.net.has_addr("n%d" % i, f.floating)]
+
+
+def wait_holders(f, want, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if holders(f) == want:
+            return
+        time.sleep(0.05)
+    raise AssertionError("holders %s, want %s" % (holders(f), want))
+
+
+def send(f):
+    p = f.net.run("cl", "/usr/bin/python3", "-c", CLIENT, f.floating,
+                  timeout=30)
+    code, peer, text = p.stdout.strip().split(" ", 2)
+    return int(code), peer, text
+
+

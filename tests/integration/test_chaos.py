@@ -1,0 +1,93 @@
+"""Chaos, short variant: failures of the leader under continuous injection
+from 10 clients against the floating IP, in network namespaces. After each
+scenario: every code that got a 250 is in the replicated state on every
+node, the nodes' state digests agree, and one node holds the floating IP."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from fleet import fleet, holders, leader, wait_holders  # noqa: F401
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def isolate(f, i, on):
+    """Drops all traffic between node i and the other nodes (not the
+    client), with nftables inside node i's namespace."""
+    ns = "n%d" % i
+    if not on:
+        f.net.run(ns, "nft", "delete", "table", "inet", "chaos", timeout=10)
+        return
+    others = ", ".join(f.net.addr("n%d" % k) for k in (1, 2, 3) if k != i)
+    rules = ("table inet chaos {\n"
+             " chain in { type filter hook input priority 0;"
+             " ip saddr { %s } drop; }\n"
+             " chain out { type filter hook output priority 0;"
+             " ip daddr { %s } drop; }\n}\n" % (others, others))
+    p = f.net.run(ns, "nft", "-f", "-", input=rules, timeout=10)
+    assert p.returncode == 0, p.stderr
+
+
+def converge(f, timeout=60):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        ds = [f.net.api("n%d" % i, "GET", "/v1/digest") for i in (1, 2, 3)]
+        last = ds
+        if all(ds) and len({(d["applied_index"], d["digest"])
+                            for d in ds}) == 1:
+            return
+        time.sleep(0.2)
+    raise AssertionError("no convergence: %s" % last)
+
+
+@pytest.mark.parametrize("scenario", ["kill", "isolate", "sigstop"])
+def test_leader_failure_under_load(fleet, scenario):
+    f = fleet
+    first = leader(f)
+    st = f.net.api("n%d" % first, "POST", "/v1/policy", {"customers": [
+        {"name": "default", "networks": [f.net.subnet + ".0/24"],
+         "max_sessions": 200}]})
+    assert st and st.get("ok"), st
+    wait_holders(f, [first])
+    inj = f.net.popen("cl", ["/usr/bin/python3",
+                             os.path.join(HERE, "chaos_client.py"),
+                             f.floating, "10", "8"],
+                      stdout=subprocess.PIPE, text=True)
+    time.sleep(2)
+    if scenario == "kill":
+        f.procs[first].kill()
+        f.procs[first].wait()
+        time.sleep(2)
+        f.start(first)
+    elif scenario == "isolate":
+        isolate(f, first, True)
+        time.sleep(3)
+        isolate(f, first, False)
+    else:
+        f.procs[first].send_signal(signal.SIGSTOP)
+        time.sleep(3)
+        f.procs[first].send_signal(signal.SIGCONT)
+    out, _ = inj.communicate(timeout=120)
+    res = json.loads(out.strip().splitlines()[-1])
+    acked = res["acked"]
+    print("%s: acked=%d refused=%d errors=%d attempts=%d" % (
+        scenario, len(acked), res["refused"], res["errors"],
+        res["attempts"]))
+    assert len(acked) > 50, res
+    assert len(acked) == len(set(acked))
+    converge(f)
+    for i in (1, 2, 3):
+        listing = f.net.api("n%d" % i, "GET", "/v1/messages")
+        codes = listing["codes"]
+        missing = set(acked) - set(codes)
+        assert not missing, "node %d lost %d acknowledged messages" % (
+            i, len(missing))
+        assert len(codes) == len(set(codes))
+        assert len(codes) <= res["attempts"]
+    now = leader(f)
+    wait_holders(f, [now])

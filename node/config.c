@@ -486,9 +486,10 @@ static int defaults(struct sr_config *cfg)
     }
     if (cfg->log_level == NULL || cfg->raft_listen == NULL ||
         cfg->rpc_listen == NULL || cfg->smtp_customer == NULL ||
-        cfg->smtp_customer_host == NULL || cfg->floating_interface == NULL || cfg->admin_listen == NULL ||
-        cfg->n_smtp_listen != 1 || set_data_dir(cfg) != 0 ||
-        set_hostname(cfg) != 0 || set_self_peer(cfg) != 0) {
+        cfg->smtp_customer_host == NULL || cfg->floating_interface == NULL ||
+        cfg->admin_listen == NULL || cfg->n_smtp_listen != 1 ||
+        set_data_dir(cfg) != 0 || set_hostname(cfg) != 0 ||
+        set_self_peer(cfg) != 0) {
         config_free(cfg);
         return SR_ENOMEM;
     }

@@ -66,10 +66,10 @@ struct sr_config {
     unsigned data_timeout_s;    /* smtp.data_timeout_s, default 180 */
 
     /* floating: */
-    char *floating_address;   /* floating.address: "IP/PREFIX" held by the
-                                 leader, default none */
-    char *floating_interface; /* floating.interface: where to add it,
-                                 default "eth0" */
+    char *floating_address;      /* floating.address: "IP/PREFIX" held by the
+                                    leader, default none */
+    char *floating_interface;    /* floating.interface: where to add it,
+                                    default "eth0" */
     unsigned floating_arp_count; /* floating.arp_count: gratuitous ARPs
                                     sent on taking the address, default 3 */
 

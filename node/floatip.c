@@ -32,8 +32,7 @@ static void step(struct floatip *f);
 
 static void maybe_done(struct floatip *f)
 {
-    if (!f->stopping || f->proc_running || f->state == F_HELD ||
-        f->handles > 0)
+    if (!f->stopping || f->proc_running || f->state == F_HELD || f->handles > 0)
         return;
     void (*cb)(void *) = f->stop_cb;
     void *arg = f->stop_arg;
@@ -69,8 +68,9 @@ static void announce(struct floatip *f)
 {
     char count[16];
     snprintf(count, sizeof count, "%u", f->cfg->floating_arp_count);
-    char *args[] = {"arping", "-q",     "-U", "-c", count, "-I",
-                    f->cfg->floating_interface, f->ip, NULL};
+    char *args[] = {
+        "arping", "-q", "-U", "-c", count, "-I", f->cfg->floating_interface,
+        f->ip,    NULL};
     uv_process_t *p = calloc(1, sizeof *p);
     uv_process_options_t o = {0};
     o.file = "arping";
@@ -110,12 +110,9 @@ static void ip_exit(uv_process_t *p, int64_t status, int sig)
 
 static void run_ip(struct floatip *f, const char *verb)
 {
-    char *args[] = {"ip",
-                    "addr",
-                    (char *)verb,
-                    f->cfg->floating_address,
-                    "dev",
-                    f->cfg->floating_interface,
+    char *args[] = {"ip",         "addr",
+                    (char *)verb, f->cfg->floating_address,
+                    "dev",        f->cfg->floating_interface,
                     NULL};
     uv_process_options_t o = {0};
     o.file = "ip";

@@ -236,8 +236,8 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
     if ((rc = ingest_new(&n->loop, cfg, n->boot, n->bodies, n->rn, n->rpc,
                          &n->ingest)) != 0)
         return rc;
-    if ((rc = floatip_start(&n->loop, cfg, n->rn, &n->floatip, err,
-                            errlen)) != 0)
+    if ((rc = floatip_start(&n->loop, cfg, n->rn, &n->floatip, err, errlen)) !=
+        0)
         return rc;
     if ((rc = repair_start(&n->loop, cfg, n->store, n->bodies, n->rn, n->rpc,
                            &n->repair)) != 0)

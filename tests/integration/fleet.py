@@ -70,21 +70,32 @@ admin:
     f = F()
     f.net, f.procs, f.start, f.floating = net, procs, start, floating
     f.log = lambda i: (tmp_path / ("n%d.log" % i)).read_text()
+    errors = []
     try:
         for i in (1, 2, 3):
             start(i)
         yield f
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
+        alive = {i: p for i, p in procs.items() if p.poll() is None}
+        for p in alive.values():
+            p.send_signal(signal.SIGTERM)
+        for i, p in alive.items():
             try:
-                p.wait(timeout=10)
+                if p.wait(timeout=10) != 0:
+                    errors.append("node %d exited %s" % (i, p.returncode))
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+                errors.append("node %d ignored SIGTERM" % i)
         net.close()
+        for i in (1, 2, 3):
+            path = tmp_path / ("n%d.log" % i)
+            log = path.read_text() if path.exists() else ""
+            for marker in ("Sanitizer", "runtime error:"):
+                if marker in log:
+                    at = max(0, log.index(marker) - 200)
+                    errors.append("node %d: %s" % (i, log[at:at + 2000]))
+    assert not errors, "; ".join(errors)
 
 
 def leader(f, exclude=(), timeout=20):

@@ -430,11 +430,6 @@ unsigned ingest_inflight(const struct ingest *in)
 
 /* ---- serving peers ---- */
 
-struct put_ctx {
-    struct rpc_call *call;
-    uint8_t *copy;
-};
-
 static void reply_body(struct rpc_call *call, int status, uint8_t *data,
                        size_t len)
 {
@@ -450,10 +445,7 @@ static void reply_body(struct rpc_call *call, int status, uint8_t *data,
 
 static void peer_put_cb(void *ud, int status)
 {
-    struct put_ctx *c = ud;
-    reply_body(c->call, status, NULL, 0);
-    free(c->copy);
-    free(c);
+    reply_body(ud, status, NULL, 0); /* frees the request and its body */
 }
 
 void ingest_handle_body_put(struct ingest *in, struct rpc_call *call,
@@ -466,18 +458,12 @@ void ingest_handle_body_put(struct ingest *in, struct rpc_call *call,
         reply_body(call, SR_EINVAL, NULL, 0);
         return;
     }
-    /* The request (and its body) lives until rpc_reply, but keep our own
-     * copy so the store's worker never reads memory the RPC layer owns. */
-    struct put_ctx *c = malloc(sizeof *c);
-    c->call = call;
-    c->copy = malloc(put->body.len ? put->body.len : 1);
-    memcpy(c->copy, put->body.data, put->body.len);
-    if (body_store_put(in->bodies, put->code, c->copy, put->body.len,
-                       peer_put_cb, c) != 0) {
-        free(c->copy);
-        free(c);
+    /* The request, body included, stays allocated until rpc_reply() (even
+     * if the connection goes), which peer_put_cb calls once the store is
+     * done with it: no copy of the body is needed. */
+    if (body_store_put(in->bodies, put->code, put->body.data, put->body.len,
+                       peer_put_cb, call) != 0)
         reply_body(call, SR_ESHUTDOWN, NULL, 0);
-    }
 }
 
 static void peer_get_cb(void *ud, int status, uint8_t *data, size_t len)

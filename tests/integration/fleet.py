@@ -27,9 +27,19 @@ except Exception as e:
 
 @pytest.fixture
 def fleet(tmp_path):
+    yield from make_fleet(tmp_path, 3)
+
+
+@pytest.fixture
+def fleet5(tmp_path):
+    yield from make_fleet(tmp_path, 5)
+
+
+def make_fleet(tmp_path, n):
     if os.getuid() != 0:
         pytest.fail("network namespaces need root")
-    net = Net(["n1", "n2", "n3", "cl"])
+    ids = list(range(1, n + 1))
+    net = Net(["n%d" % i for i in ids] + ["cl"])
     procs = {}
     floating = net.subnet + ".100"
 
@@ -37,7 +47,7 @@ def fleet(tmp_path):
         peers = "".join(
             '\n    - {id: %d, raft_address: "%s:7001", rpc_address: '
             '"%s:7101"}' % (k, net.addr("n%d" % k), net.addr("n%d" % k))
-            for k in (1, 2, 3))
+            for k in ids)
         path = tmp_path / ("n%d.yaml" % i)
         path.write_text(f"""node:
   id: {i}
@@ -69,10 +79,11 @@ admin:
         pass
     f = F()
     f.net, f.procs, f.start, f.floating = net, procs, start, floating
+    f.ids = ids
     f.log = lambda i: (tmp_path / ("n%d.log" % i)).read_text()
     errors = []
     try:
-        for i in (1, 2, 3):
+        for i in ids:
             start(i)
         yield f
     finally:
@@ -88,7 +99,7 @@ admin:
                 p.wait()
                 errors.append("node %d ignored SIGTERM" % i)
         net.close()
-        for i in (1, 2, 3):
+        for i in ids:
             path = tmp_path / ("n%d.log" % i)
             log = path.read_text() if path.exists() else ""
             for marker in ("Sanitizer", "runtime error:"):
@@ -101,7 +112,7 @@ admin:
 def leader(f, exclude=(), timeout=20):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        for i in (1, 2, 3):
+        for i in f.ids:
             if i in exclude or f.procs[i].poll() is not None:
                 continue
             st = f.net.api("n%d" % i, "GET", "/v1/status")
@@ -112,8 +123,7 @@ def leader(f, exclude=(), timeout=20):
 
 
 def holders(f):
-    return [i for i in (1, 2, 3)
-            if f.net.has_addr("n%d" % i, f.floating)]
+    return [i for i in f.ids if f.net.has_addr("n%d" % i, f.floating)]
 
 
 def wait_holders(f, want, timeout=10):

@@ -10,19 +10,21 @@ import time
 
 import pytest
 
-from fleet import fleet, holders, leader, wait_holders  # noqa: F401
+from fleet import fleet, fleet5, holders, leader, wait_holders  # noqa: F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def isolate(f, i, on):
-    """Drops all traffic between node i and the other nodes (not the
-    client), with nftables inside node i's namespace."""
+def isolate(f, i, on, side=None):
+    """Drops all traffic between node i and the nodes not in `side` (by
+    default all others; never the client), with nftables inside node i's
+    namespace."""
     ns = "n%d" % i
     if not on:
         f.net.run(ns, "nft", "delete", "table", "inet", "chaos", timeout=10)
         return
-    others = ", ".join(f.net.addr("n%d" % k) for k in (1, 2, 3) if k != i)
+    side = set(side or [i])
+    others = ", ".join(f.net.addr("n%d" % k) for k in f.ids if k not in side)
     rules = ("table inet chaos {\n"
              " chain in { type filter hook input priority 0;"
              " ip saddr { %s } drop; }\n"
@@ -36,7 +38,7 @@ def converge(f, timeout=60):
     deadline = time.time() + timeout
     last = None
     while time.time() < deadline:
-        ds = [f.net.api("n%d" % i, "GET", "/v1/digest") for i in (1, 2, 3)]
+        ds = [f.net.api("n%d" % i, "GET", "/v1/digest") for i in f.ids]
         last = ds
         if all(ds) and len({(d["applied_index"], d["digest"])
                             for d in ds}) == 1:
@@ -80,8 +82,16 @@ def test_leader_failure_under_load(fleet, scenario):
         res["attempts"]))
     assert len(acked) > 50, res
     assert len(acked) == len(set(acked))
+    check(f, res)
+
+
+def check(f, res):
+    """Every 250 is kept on every node, once; digests agree; one node holds
+    the floating IP, the leader."""
+    acked = res["acked"]
+    assert len(acked) == len(set(acked))
     converge(f)
-    for i in (1, 2, 3):
+    for i in f.ids:
         listing = f.net.api("n%d" % i, "GET", "/v1/messages")
         codes = listing["codes"]
         missing = set(acked) - set(codes)
@@ -91,3 +101,36 @@ def test_leader_failure_under_load(fleet, scenario):
         assert len(codes) <= res["attempts"]
     now = leader(f)
     wait_holders(f, [now])
+
+
+def test_minority_majority_split_on_five_nodes(fleet5):
+    """The leader and one follower are cut off from the other three: the
+    three elect a leader that takes the floating IP; the old leader cannot
+    commit and gives the address up; after healing all five agree."""
+    f = fleet5
+    first = leader(f)
+    st = f.net.api("n%d" % first, "POST", "/v1/policy", {"customers": [
+        {"name": "default", "networks": [f.net.subnet + ".0/24"],
+         "max_sessions": 200}]})
+    assert st and st.get("ok"), st
+    wait_holders(f, [first])
+    buddy = next(i for i in f.ids if i != first)
+    minority = {first, buddy}
+    inj = f.net.popen("cl", ["/usr/bin/python3",
+                             os.path.join(HERE, "chaos_client.py"),
+                             f.floating, "10", "10"],
+                      stdout=subprocess.PIPE, text=True)
+    time.sleep(2)
+    for i in minority:
+        isolate(f, i, True, side=minority)
+    second = leader(f, exclude=minority)
+    wait_holders(f, [second])
+    time.sleep(2)
+    for i in minority:
+        isolate(f, i, False)
+    out, _ = inj.communicate(timeout=120)
+    res = json.loads(out.strip().splitlines()[-1])
+    print("split: acked=%d refused=%d errors=%d attempts=%d" % (
+        len(res["acked"]), res["refused"], res["errors"], res["attempts"]))
+    assert len(res["acked"]) > 50, res
+    check(f, res)

@@ -80,6 +80,7 @@ admin:
     f = F()
     f.net, f.procs, f.start, f.floating = net, procs, start, floating
     f.ids = ids
+    f.data_dir = lambda i: str(tmp_path / ("data%d" % i))
     f.log = lambda i: (tmp_path / ("n%d.log" % i)).read_text()
     errors = []
     try:

@@ -4,6 +4,7 @@ scenario: every code that got a 250 is in the replicated state on every
 node, the nodes' state digests agree, and one node holds the floating IP."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -47,7 +48,8 @@ def converge(f, timeout=60):
     raise AssertionError("no convergence: %s" % last)
 
 
-@pytest.mark.parametrize("scenario", ["kill", "isolate", "sigstop"])
+@pytest.mark.parametrize("scenario", ["kill", "isolate", "sigstop", "flap",
+                                      "replace_follower"])
 def test_leader_failure_under_load(fleet, scenario):
     f = fleet
     first = leader(f)
@@ -70,10 +72,24 @@ def test_leader_failure_under_load(fleet, scenario):
         isolate(f, first, True)
         time.sleep(3)
         isolate(f, first, False)
-    else:
+    elif scenario == "sigstop":
         f.procs[first].send_signal(signal.SIGSTOP)
         time.sleep(3)
         f.procs[first].send_signal(signal.SIGCONT)
+    elif scenario == "flap":
+        for _ in range(4):  # the first leader's link goes down and up
+            isolate(f, first, True)
+            time.sleep(0.8)
+            isolate(f, first, False)
+            time.sleep(0.8)
+    else:
+        # a follower holding bodies dies with its disk and comes back empty
+        victim = next(i for i in f.ids if i != first)
+        f.procs[victim].kill()
+        f.procs[victim].wait()
+        shutil.rmtree(f.data_dir(victim))
+        time.sleep(1)
+        f.start(victim)
     out, _ = inj.communicate(timeout=120)
     res = json.loads(out.strip().splitlines()[-1])
     acked = res["acked"]

@@ -347,15 +347,15 @@ static void forwarded(void *ud, int status, const Sr__Rpc *resp)
     reply(s, resp->admin_resp->status, o);
 }
 
-static void to_leader(struct sr_node *n, struct sink *s, const char *method,
-                      const char *path, const char *body, size_t len)
+/* Sends the request to the leader; returns SR_ENOTLEADER (nothing sent,
+ * no reply) when no leader is known yet. */
+static int send_to_leader(struct sr_node *n, struct sink *s, const char *method,
+                          const char *path, const char *body, size_t len)
 {
     uint64_t leader = rnode_leader(n->rn);
     char addr[128];
-    if (leader == 0 || rnode_rpc_address(n->rn, leader, addr, sizeof addr)) {
-        reply_error(s, 503, "no leader");
-        return;
-    }
+    if (leader == 0 || rnode_rpc_address(n->rn, leader, addr, sizeof addr))
+        return SR_ENOTLEADER;
     Sr__AdminReq ar = SR__ADMIN_REQ__INIT;
     ar.method = (char *)method;
     ar.path = (char *)path;
@@ -366,6 +366,79 @@ static void to_leader(struct sr_node *n, struct sink *s, const char *method,
     rpc.admin = &ar;
     if (rpc_send(n->rpc, leader, addr, &rpc, 30000, forwarded, s) != 0)
         reply_error(s, 503, "cannot reach the leader");
+    return 0;
+}
+
+/* A change waiting for this node to learn who leads (just after a start
+ * or an election): retried every 50 ms for up to ADMIN_LEADER_WAIT_MS. The
+ * request it points to stays valid until the reply (http_server.h). */
+#define ADMIN_LEADER_WAIT_MS 5000
+struct admin_wait {
+    uv_timer_t timer;
+    struct admin_wait *next;
+    struct sr_node *n;
+    struct sink *s;
+    const char *method, *path, *body;
+    size_t len;
+    uint64_t deadline;
+};
+
+static void wait_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void wait_end(struct admin_wait *w)
+{
+    struct admin_wait **pp = &w->n->admin_waits;
+    while (*pp != w)
+        pp = &(*pp)->next;
+    *pp = w->next;
+    uv_close((uv_handle_t *)&w->timer, wait_closed);
+}
+
+static void wait_tick(uv_timer_t *t)
+{
+    struct admin_wait *w = t->data;
+    if (send_to_leader(w->n, w->s, w->method, w->path, w->body, w->len) == 0) {
+        wait_end(w);
+    } else if (uv_now(&w->n->loop) >= w->deadline) {
+        reply_error(w->s, 503, "no leader");
+        wait_end(w);
+    }
+}
+
+void admin_stop(struct sr_node *n)
+{
+    while (n->admin_waits) {
+        struct admin_wait *w = n->admin_waits;
+        reply_error(w->s, 503, "node is stopping");
+        wait_end(w);
+    }
+}
+
+static void to_leader(struct sr_node *n, struct sink *s, const char *method,
+                      const char *path, const char *body, size_t len)
+{
+    if (send_to_leader(n, s, method, path, body, len) == 0)
+        return;
+    struct admin_wait *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        reply_error(s, 503, "no leader");
+        return;
+    }
+    *w = (struct admin_wait){.n = n,
+                             .s = s,
+                             .method = method,
+                             .path = path,
+                             .body = body,
+                             .len = len};
+    w->deadline = uv_now(&n->loop) + ADMIN_LEADER_WAIT_MS;
+    uv_timer_init(&n->loop, &w->timer);
+    w->timer.data = w;
+    w->next = n->admin_waits;
+    n->admin_waits = w;
+    uv_timer_start(&w->timer, wait_tick, 50, 50);
 }
 
 static void dispatch(struct sr_node *n, struct sink *s, const char *method,

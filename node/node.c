@@ -177,6 +177,7 @@ static void stop(struct sr_node *n)
     uv_timer_stop(&n->sync);
     uv_close((uv_handle_t *)&n->sync, NULL);
     n->pending_close = 3;
+    admin_stop(n);
     if (n->floatip != NULL) {
         /* Give the address up before the node goes. */
         n->pending_close++;

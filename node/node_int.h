@@ -35,6 +35,7 @@ struct sr_node {
     struct policy *policy; /* current, parsed; replaced on apply */
     uv_signal_t sigterm, sigint;
     uv_timer_t sync;
+    struct admin_wait *admin_waits; /* changes waiting for a leader */
     int stopping;
     int pending_close;
 };
@@ -43,5 +44,7 @@ struct sr_node {
 void admin_http(void *ud, struct http_conn *c, const struct http_request *req);
 void admin_rpc(struct sr_node *n, struct rpc_call *call,
                const Sr__AdminReq *req);
+/* Answers 503 to every change still waiting for a leader. */
+void admin_stop(struct sr_node *n);
 
 #endif

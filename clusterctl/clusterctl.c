@@ -26,6 +26,7 @@
 
 #include "clusterctl/http_client.h"
 #include "node/errors.h"
+#include "clusterctl/certs.h"
 #include "gateways/auth.h"
 #include "queue/policy.h"
 
@@ -65,6 +66,10 @@ static const char usage_text[] =
     "  policy apply FILE                   replace the policy (YAML or JSON)\n"
     "  policy show                         the current policy\n"
     "  digest                              the replicated state's digest\n"
+    "  ca create DIR                       new cluster CA in DIR (ca.pem, "
+    "ca.key)\n"
+    "  cert create DIR ID                  node ID's certificate signed by it\n"
+    "                                      (DIR/nodeID.pem, DIR/nodeID.key)\n"
     "  password-hash                       hash a password read from stdin\n"
     "                                      for a policy's users[].password\n"
     "  help                                this text\n";
@@ -870,5 +875,23 @@ int main(int argc, char **argv)
         return cmd_policy(&ctl, argc, argv);
     if (strcmp(cmd, "password-hash") == 0)
         return cmd_password_hash(argc);
+    if (strcmp(cmd, "ca") == 0 || strcmp(cmd, "cert") == 0) {
+        /* Local files only: no admin API involved. */
+        char err[256];
+        int rc;
+        if (cmd[1] == 'a' && argc == 2 && strcmp(argv[0], "create") == 0)
+            rc = certs_ca_create(argv[1], err, sizeof err);
+        else if (cmd[1] == 'e' && argc == 3 && strcmp(argv[0], "create") == 0)
+            rc = certs_node_create(argv[1], strtoul(argv[2], NULL, 10), err,
+                                   sizeof err);
+        else
+            return ctl_usage("want \"ca create DIR\" or \"cert create DIR "
+                             "ID\"");
+        if (rc != 0) {
+            ctl_error("%s\n", err);
+            return 1;
+        }
+        return 0;
+    }
     return ctl_usage("unknown command \"%s\"", cmd);
 }

@@ -130,3 +130,37 @@ def test_clusterctl_failover_moves_leadership(cluster3):
     assert cluster3.wait_leader().id == target.id
     p = target.ctl("failover", "1", "2", check=False)
     assert p.returncode == 2 and "failover" in p.stderr
+
+
+def test_clusterctl_creates_cluster_ca_and_node_certificates(tmp_path):
+    from cluster import CLUSTERCTL
+
+    def ctl(*args):
+        return subprocess.run([CLUSTERCTL] + list(args), capture_output=True,
+                              text=True, timeout=30)
+
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert ctl("ca", "create", a).returncode == 0
+    assert ctl("cert", "create", a, "3").returncode == 0
+    assert ctl("ca", "create", b).returncode == 0
+    assert ctl("cert", "create", b, "4").returncode == 0
+    assert oct(os.stat(os.path.join(a, "node3.key")).st_mode & 0o777) == \
+        "0o600"
+    for purpose in ("sslserver", "sslclient"):
+        p = subprocess.run(["openssl", "verify", "-CAfile", a + "/ca.pem",
+                            "-purpose", purpose, a + "/node3.pem"],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+    # a certificate from another cluster's CA does not verify
+    p = subprocess.run(["openssl", "verify", "-CAfile", a + "/ca.pem",
+                        b + "/node4.pem"], capture_output=True, text=True)
+    assert p.returncode != 0
+    p = subprocess.run(["openssl", "x509", "-in", a + "/node3.pem",
+                        "-noout", "-subject", "-ext", "subjectAltName"],
+                       capture_output=True, text=True)
+    assert "CN = node3" in p.stdout and "DNS:node3" in p.stdout
+    # never overwrites, refuses bad ids, needs a CA
+    assert ctl("ca", "create", a).returncode == 1
+    assert ctl("cert", "create", a, "0").returncode == 1
+    p = ctl("cert", "create", str(tmp_path / "none"), "1")
+    assert p.returncode == 1 and "no CA" in p.stderr

@@ -124,19 +124,17 @@ static void get_status(struct sr_node *n, struct sink *s)
     for (unsigned i = 0; i < RCPT_STATE_MAX; i++)
         json_object_set_new(q, queue_rcpt_state_name(i),
                             json_integer((json_int_t)counts[i]));
-    json_t *dg = digest_json(n);
     json_t *o = json_pack(
-        "{s:I,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:o,s:o,s:I,s:O,s:I,s:I,s:b}",
-        "node_id", (json_int_t)n->cfg->node_id, "state",
-        state_name(raft_state(r)), "leader_id", (json_int_t)lid,
-        "leader_address", laddr ? laddr : "", "term",
-        (json_int_t)r->current_term, "commit_index",
+        "{s:I,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:o,s:o,s:I,s:I,s:I,s:b}", "node_id",
+        (json_int_t)n->cfg->node_id, "state", state_name(raft_state(r)),
+        "leader_id", (json_int_t)lid, "leader_address", laddr ? laddr : "",
+        "term", (json_int_t)r->current_term, "commit_index",
         (json_int_t)r->commit_index, "applied_index",
         (json_int_t)raft_last_applied(r), "last_index",
         (json_int_t)raft_last_index(r), "members", members, "queue", q,
-        "messages", (json_int_t)msgs, "digest", json_object_get(dg, "digest"),
-        "smtp_sessions", (json_int_t)smtp_server_sessions(n->smtp),
-        "ingest_inflight", (json_int_t)ingest_inflight(n->ingest), "ready",
+        "messages", (json_int_t)msgs, "smtp_sessions",
+        (json_int_t)smtp_server_sessions(n->smtp), "ingest_inflight",
+        (json_int_t)ingest_inflight(n->ingest), "ready",
         rnode_is_ready_leader(n->rn));
     json_object_set_new(o, "floating_ip_held",
                         json_boolean(floatip_held(n->floatip)));
@@ -145,7 +143,6 @@ static void get_status(struct sr_node *n, struct sink *s)
     json_object_set_new(
         o, "bodies_repaired",
         json_integer((json_int_t)(n->repair ? repair_fetched(n->repair) : 0)));
-    json_decref(dg);
     reply(s, 200, o);
 }
 

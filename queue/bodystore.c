@@ -45,6 +45,7 @@
 #define KIND_DEL 2
 #define MAX_CODE 63
 #define MAX_BODY ((uint64_t)1 << 32)
+#define BATCH_RECORDS 255 /* 4 iovecs each: under IOV_MAX (1024) */
 
 enum job_kind { JOB_PUT, JOB_GET, JOB_DEL, JOB_HAS };
 
@@ -55,7 +56,8 @@ struct job {
     char code[MAX_CODE + 1];
     const uint8_t *data; /* put: borrowed */
     size_t len;
-    uint64_t rec_off; /* put: where its record was written */
+    uint64_t rec_off; /* put/del: where its record was written */
+    uint32_t seg;     /* put/del: in which segment */
     uint8_t *out;     /* get: malloc'd result, passed to the callback */
     int status;
     body_done_cb done;
@@ -96,6 +98,13 @@ struct body_store {
     /* worker state */
     uint64_t last_batch_end; /* mono_us() when the last batch finished */
     int loading;             /* reading segments at open: unlink nothing yet */
+    uint64_t seg_max;        /* start a new segment past this size */
+    /* records of the batch being written (worker only) */
+    struct iovec iov[4 * BATCH_RECORDS];
+    uint8_t hdr[BATCH_RECORDS][HDR];
+    struct job *pending[BATCH_RECORDS];
+    unsigned n_pending;
+    uint64_t pending_len;
     struct slot *slots;
     size_t cap, used, tombs;
     struct seg *segs;
@@ -263,16 +272,11 @@ static int roll(struct body_store *b)
     int fd = seg_open(b, id, 1);
     if (fd < 0)
         return SR_EIO;
-    uint32_t old = b->active_id;
+    /* The old segment stays open: the batch being written may still have
+     * records in it to sync and index (write_batch releases it after). */
     b->active_id = id;
     b->active_fd = fd;
     b->active_size = 0;
-    /* The old segment may already be empty. */
-    struct seg *g = seg_get(b, old);
-    if (g && g->live == 0) {
-        g->live = 1;
-        seg_release(b, old);
-    }
     return 0;
 }
 
@@ -408,7 +412,32 @@ static void header(uint8_t *h, int kind, size_t cl, uint64_t bl,
     put32(h + 20, (uint32_t)crc);
 }
 
-/* Appends the puts and deletes of a batch, then one fdatasync. */
+/* Writes the records gathered in b->iov with one pwritev at the end of
+ * the active segment; on failure cuts them off again and fails their jobs. */
+static void flush_records(struct body_store *b)
+{
+    if (b->n_pending == 0)
+        return;
+    uint64_t start = b->pending[0]->rec_off;
+    ssize_t w =
+        pwritev(b->active_fd, b->iov, (int)(b->n_pending * 4), (off_t)start);
+    int ok = w == (ssize_t)b->pending_len;
+    if (!ok) {
+        LOG_ERROR("event=body_write_failed bodies=%u error=\"%s\"",
+                  b->n_pending, w < 0 ? strerror(errno) : "short write");
+        /* Leave no torn record behind for the next start to trip on. */
+        if (ftruncate(b->active_fd, (off_t)start) != 0)
+            LOG_ERROR("event=body_truncate_failed");
+        b->active_size = start;
+    }
+    for (unsigned i = 0; i < b->n_pending; i++)
+        b->pending[i]->status = ok ? 1 : SR_EIO; /* 1: written, not synced */
+    b->n_pending = 0;
+    b->pending_len = 0;
+}
+
+/* Appends the puts and deletes of a batch with as few pwritev calls as the
+ * iovec limit allows, then one fdatasync per segment written. */
 static void write_batch(struct body_store *b, struct job *jobs)
 {
     static const uint8_t zeros[8];
@@ -422,49 +451,77 @@ static void write_batch(struct body_store *b, struct job *jobs)
         size_t cl = strlen(j->code);
         uint64_t bl = j->kind == JOB_PUT ? j->len : 0;
         uint64_t rec = pad8(HDR + cl + bl);
-        if (b->active_size > 0 && b->active_size + rec > SEG_MAX &&
-            roll(b) != 0) {
-            j->status = SR_EIO;
-            continue;
+        if (b->n_pending == BATCH_RECORDS ||
+            (b->active_size > 0 && b->active_size + rec > b->seg_max)) {
+            flush_records(b);
+            if (b->active_size > 0 && b->active_size + rec > b->seg_max &&
+                roll(b) != 0) {
+                j->status = SR_EIO;
+                continue;
+            }
         }
-        uint8_t h[HDR];
-        header(h, j->kind == JOB_PUT ? KIND_PUT : KIND_DEL, cl, bl, j->code,
-               j->data);
-        struct iovec iov[4] = {{h, HDR},
-                               {j->code, cl},
-                               {(void *)j->data, bl},
-                               {(void *)zeros, rec - HDR - cl - bl}};
-        ssize_t w = pwritev(b->active_fd, iov, 4, (off_t)b->active_size);
-        if (w != (ssize_t)rec) {
-            LOG_ERROR("event=body_write_failed code=%s error=\"%s\"", j->code,
-                      w < 0 ? strerror(errno) : "short write");
-            /* Leave no torn record behind for the next start to trip on. */
-            if (ftruncate(b->active_fd, (off_t)b->active_size) != 0)
-                LOG_ERROR("event=body_truncate_failed");
-            j->status = SR_EIO;
-            continue;
-        }
-        j->status = 1; /* written, not yet durable */
+        unsigned k = b->n_pending++;
+        header(b->hdr[k], j->kind == JOB_PUT ? KIND_PUT : KIND_DEL, cl, bl,
+               j->code, j->data);
+        struct iovec *v = &b->iov[4 * k];
+        v[0] = (struct iovec){b->hdr[k], HDR};
+        v[1] = (struct iovec){j->code, cl};
+        v[2] = (struct iovec){(void *)j->data, bl};
+        v[3] = (struct iovec){(void *)zeros, rec - HDR - cl - bl};
+        b->pending[k] = j;
         j->rec_off = b->active_size;
+        j->seg = b->active_id;
         b->active_size += rec;
+        b->pending_len += rec;
     }
-    int synced = fdatasync(b->active_fd) == 0;
-    if (!synced)
-        LOG_ERROR("event=body_sync_failed error=\"%s\"", strerror(errno));
+    flush_records(b);
+    /* One fdatasync per segment written (two when the batch rolled). */
+    uint32_t synced_ok[4], synced_bad[4];
+    unsigned n_ok = 0, n_bad = 0;
     for (struct job *j = jobs; j; j = j->next) {
         if (j->kind == JOB_GET || j->kind == JOB_HAS || j->status != 1)
             continue;
-        if (!synced) {
+        int done = 0;
+        for (unsigned i = 0; i < n_ok; i++)
+            done |= synced_ok[i] == j->seg;
+        for (unsigned i = 0; i < n_bad; i++)
+            if (synced_bad[i] == j->seg)
+                done = 2;
+        if (!done) {
+            struct seg *g = seg_get(b, j->seg);
+            if (g != NULL && fdatasync(g->fd) == 0) {
+                if (n_ok < 4)
+                    synced_ok[n_ok++] = j->seg;
+                done = 1;
+            } else {
+                LOG_ERROR("event=body_sync_failed segment=%u error=\"%s\"",
+                          j->seg, strerror(errno));
+                if (n_bad < 4)
+                    synced_bad[n_bad++] = j->seg;
+                done = 2;
+            }
+        }
+        if (done == 2) {
             j->status = SR_EIO;
             continue;
         }
         j->status = 0;
         if (j->kind == JOB_PUT) {
             uint64_t off = j->rec_off + HDR + strlen(j->code);
-            if (index_put(b, j->code, b->active_id, off, j->len) != 0)
+            if (index_put(b, j->code, j->seg, off, j->len) != 0)
                 j->status = SR_ENOMEM;
         } else {
             index_del(b, j->code);
+        }
+    }
+    /* Segments left behind by a roll with no live body go now. */
+    for (size_t i = 0; i < b->n_segs;) {
+        struct seg *g = &b->segs[i];
+        if (g->live == 0 && g->id != b->active_id) {
+            g->live = 1;
+            seg_release(b, g->id);
+        } else {
+            i++;
         }
     }
 }
@@ -527,12 +584,8 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&b->mu);
 
         int writes = 0;
-        unsigned n = 0;
-        for (struct job *j = jobs; j; j = j->next) {
+        for (struct job *j = jobs; j; j = j->next)
             writes |= j->kind == JOB_PUT || j->kind == JOB_DEL;
-            n += j->kind == JOB_PUT;
-        }
-        (void)n;
         if (writes)
             write_batch(b, jobs);
         for (struct job *j = jobs; j; j = j->next) {
@@ -608,6 +661,7 @@ int body_store_open(uv_loop_t *loop, const char *dir, unsigned window_us,
         return SR_ENOMEM;
     }
     b->window_us = window_us;
+    b->seg_max = SEG_MAX;
     mkdir(dir, 0750);
     b->active_fd = -1;
     int rc = load_all(b);
@@ -730,5 +784,12 @@ void body_store_stats(struct body_store *b, uint64_t *puts, uint64_t *bytes,
     *puts = b->puts;
     *bytes = b->bytes;
     *commits = b->commits;
+    pthread_mutex_unlock(&b->mu);
+}
+
+void body_store_set_segment_max(struct body_store *b, uint64_t bytes)
+{
+    pthread_mutex_lock(&b->mu);
+    b->seg_max = bytes;
     pthread_mutex_unlock(&b->mu);
 }

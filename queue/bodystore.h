@@ -46,6 +46,10 @@ int body_store_has(struct body_store *b, const char *code, body_done_cb cb,
 /* Number of bodies held (as of the last batch the worker finished). */
 uint64_t body_store_count(struct body_store *b);
 
+/* Segment size (default 256 MiB); tests make it small to exercise
+ * rolling. Call before the first put. */
+void body_store_set_segment_max(struct body_store *b, uint64_t bytes);
+
 /* Counters for the admin API. */
 void body_store_stats(struct body_store *b, uint64_t *puts, uint64_t *bytes,
                       uint64_t *commits);

@@ -48,10 +48,10 @@ def converge(f, timeout=60):
     raise AssertionError("no convergence: %s" % last)
 
 
-@pytest.mark.parametrize("scenario", ["kill", "isolate", "sigstop", "flap",
-                                      "replace_follower"])
-def test_leader_failure_under_load(fleet, scenario):
-    f = fleet
+def start_load(f, seconds):
+    """Lets the client subnet in, waits for the leader to hold the floating
+    IP and starts 10 injecting clients for `seconds`. Returns the leader and
+    the injector process."""
     first = leader(f)
     st = f.net.api("n%d" % first, "POST", "/v1/policy", {"customers": [
         {"name": "default", "networks": [f.net.subnet + ".0/24"],
@@ -60,8 +60,16 @@ def test_leader_failure_under_load(fleet, scenario):
     wait_holders(f, [first])
     inj = f.net.popen("cl", ["/usr/bin/python3",
                              os.path.join(HERE, "chaos_client.py"),
-                             f.floating, "10", "8"],
+                             f.floating, "10", str(seconds)],
                       stdout=subprocess.PIPE, text=True)
+    return first, inj
+
+
+@pytest.mark.parametrize("scenario", ["kill", "isolate", "sigstop", "flap",
+                                      "replace_follower"])
+def test_leader_failure_under_load(fleet, scenario):
+    f = fleet
+    first, inj = start_load(f, 8)
     time.sleep(2)
     if scenario == "kill":
         f.procs[first].kill()
@@ -124,18 +132,9 @@ def test_minority_majority_split_on_five_nodes(fleet5):
     three elect a leader that takes the floating IP; the old leader cannot
     commit and gives the address up; after healing all five agree."""
     f = fleet5
-    first = leader(f)
-    st = f.net.api("n%d" % first, "POST", "/v1/policy", {"customers": [
-        {"name": "default", "networks": [f.net.subnet + ".0/24"],
-         "max_sessions": 200}]})
-    assert st and st.get("ok"), st
-    wait_holders(f, [first])
+    first, inj = start_load(f, 10)
     buddy = next(i for i in f.ids if i != first)
     minority = {first, buddy}
-    inj = f.net.popen("cl", ["/usr/bin/python3",
-                             os.path.join(HERE, "chaos_client.py"),
-                             f.floating, "10", "10"],
-                      stdout=subprocess.PIPE, text=True)
     time.sleep(2)
     for i in minority:
         isolate(f, i, True, side=minority)

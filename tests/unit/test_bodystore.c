@@ -227,6 +227,58 @@ static void test_group_commit_many(void **state)
     uv_loop_close(&loop);
 }
 
+static int count_segments(const char *dir)
+{
+    int n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += strstr(e->d_name, ".seg") != NULL;
+    closedir(d);
+    return n;
+}
+
+/* Small segments: one batch spans several; all of it is synced, indexed in
+ * the right segment, readable after a restart, and emptied segments go. */
+static void test_batches_across_segments(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char *dir = tmpdir();
+    struct body_store *b = open_store(&loop, dir);
+    body_store_set_segment_max(b, 4096);
+    enum { N = 40 };
+    static struct res r[N];
+    static char codes[N][32], body[600];
+    memset(r, 0, sizeof r);
+    memset(body, 'b', sizeof body - 1);
+    for (int i = 0; i < N; i++) {
+        snprintf(codes[i], sizeof codes[i], "01/01-%05d-00000002", i);
+        assert_int_equal(body_store_put(b, codes[i], (const uint8_t *)body,
+                                        strlen(body), done_cb, &r[i]),
+                         0);
+    }
+    for (int i = 0; i < N; i++) {
+        wait_for(&loop, &r[i]);
+        assert_int_equal(r[i].status, 0);
+    }
+    int segs = count_segments(dir);
+    assert_true(segs >= 5);
+    close_store(&loop, b);
+    b = open_store(&loop, dir);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(get(&loop, b, codes[i], body), 0);
+    for (int i = 0; i < N - 1; i++)
+        assert_int_equal(del(&loop, b, codes[i]), 0);
+    /* every segment but the one holding the last body (and the active
+     * one) has been unlinked */
+    assert_true(count_segments(dir) <= 2);
+    assert_int_equal(get(&loop, b, codes[N - 1], body), 0);
+    close_store(&loop, b);
+    uv_loop_close(&loop);
+}
+
 static void test_bad_arguments(void **state)
 {
     (void)state;
@@ -252,6 +304,7 @@ int main(void)
         cmocka_unit_test(test_torn_tail_is_cut),
         cmocka_unit_test(test_corruption_is_an_error_not_data),
         cmocka_unit_test(test_group_commit_many),
+        cmocka_unit_test(test_batches_across_segments),
         cmocka_unit_test(test_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,6 +6,7 @@ config per node (docs/CONFIG.md), starts the daemons, and stops them all
 """
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,16 +21,50 @@ SMARTRELAYD = os.path.join(BUILD, "smartrelayd")
 CLUSTERCTL = os.path.join(BUILD, "clusterctl")
 
 
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+# Ports handed out by this process. The kernel's ephemeral range is
+# avoided: an outgoing connection (a node dialling a peer, a test client)
+# takes its local port from there, and could take a port we picked and
+# released before the node under test binds it. Below the range only
+# explicit binds compete, and a random start per process keeps two test
+# runs on one machine apart.
+_next_port = [None]
+
+
 def free_ports(n):
-    """Returns n distinct ports that are free on 127.0.0.1 right now."""
-    socks, ports = [], []
-    for _ in range(n):
+    """Returns n distinct ports, outside the ephemeral range, that are
+    free on 127.0.0.1 right now."""
+    lo_eph, hi_eph = _ephemeral_range()
+    lo, hi = 10000, min(lo_eph, 32768) - 1
+    if hi - lo < 1000:          # odd ephemeral range: take the space above
+        lo, hi = hi_eph + 1, 65535
+    if _next_port[0] is None:
+        _next_port[0] = lo + random.randrange(hi - lo)
+    ports = []
+    tries = 0
+    while len(ports) < n:
+        tries += 1
+        if tries > 10000:
+            raise RuntimeError("no free ports in %d-%d" % (lo, hi))
+        port = _next_port[0]
+        _next_port[0] = lo if port >= hi else port + 1
         s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        ports.append(port)
     return ports
 
 

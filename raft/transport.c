@@ -94,10 +94,12 @@ static void t_close(struct raft_uv_transport *outer,
 int sr_transport_init(struct sr_transport *t, struct uv_loop_s *loop)
 {
     memset(t, 0, sizeof *t);
+    t->inner.version = 1; /* libraft 0.22 checks it */
     int rc = raft_uv_tcp_init(&t->inner, loop);
     if (rc != 0)
         return rc;
     t->inner.data = t;
+    t->outer.version = 1;
     t->outer.impl = t;
     t->outer.init = t_init;
     t->outer.listen = t_listen;

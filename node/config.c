@@ -86,6 +86,9 @@ static const struct key_spec keys[] = {
     {"raft", "bootstrap", K_BOOL, OFF(bootstrap), 0, 0},
     {"rpc", "listen", K_ADDRESS, OFF(rpc_listen), 0, 0},
     {"rpc", "timeout_ms", K_UINT, OFF(rpc_timeout_ms), 1, 600000},
+    {"cluster", "tls_ca", K_STRING, OFF(cluster_tls_ca), 0, 0},
+    {"cluster", "tls_cert", K_STRING, OFF(cluster_tls_cert), 0, 0},
+    {"cluster", "tls_key", K_STRING, OFF(cluster_tls_key), 0, 0},
     {"smtp", "listen", K_LISTEN, OFF(smtp_listen), 0, 0},
     {"smtp", "customer", K_CUSTOMER, OFF(smtp_customer), 0, 0},
     {"smtp", "customer_host", K_STRING, OFF(smtp_customer_host), 0, 0},
@@ -390,6 +393,9 @@ void config_free(struct sr_config *cfg)
     free(cfg->smtp_customer);
     free(cfg->smtp_customer_host);
     free(cfg->tls_cert);
+    free(cfg->cluster_tls_ca);
+    free(cfg->cluster_tls_cert);
+    free(cfg->cluster_tls_key);
     free(cfg->tls_key);
     free(cfg->admin_listen);
     free(cfg->admin_token);
@@ -821,9 +827,10 @@ static int load_root(struct loader *ld, struct fy_node *root)
     if (is_null(root))
         return 0;
     if (fy_node_get_type(root) != FYNT_MAPPING)
-        return fail(ld, SR_EINVAL, "(top level)", root, NULL,
-                    "must be a mapping of sections (node, log, raft, rpc, "
-                    "smtp, admin, bodies)");
+        return fail(
+            ld, SR_EINVAL, "(top level)", root, NULL,
+            "must be a mapping of sections (node, log, raft, rpc, cluster, "
+            "smtp, floating, admin, bodies)");
     void *it = NULL;
     struct fy_node_pair *pair;
     while ((pair = fy_node_mapping_iterate(root, &it)) != NULL) {
@@ -871,6 +878,17 @@ static int finish(struct loader *ld)
                       "%s: required when %s is set",
                       cfg->tls_cert == NULL ? "smtp.tls_cert" : "smtp.tls_key",
                       cfg->tls_cert == NULL ? "smtp.tls_key" : "smtp.tls_cert");
+    {
+        int n = (cfg->cluster_tls_ca != NULL) +
+                (cfg->cluster_tls_cert != NULL) +
+                (cfg->cluster_tls_key != NULL);
+        if (n != 0 && n != 3)
+            return sr_err(ld->err, ld->errlen, SR_EINVAL,
+                          "%s: required with the other cluster.tls_* keys",
+                          cfg->cluster_tls_ca == NULL     ? "cluster.tls_ca"
+                          : cfg->cluster_tls_cert == NULL ? "cluster.tls_cert"
+                                                          : "cluster.tls_key");
+    }
     if (ld->peers_set) {
         bool found = false;
         for (unsigned i = 0; i < cfg->n_peers; i++)

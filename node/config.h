@@ -49,6 +49,15 @@ struct sr_config {
     char *rpc_listen;        /* rpc.listen, default 127.0.0.1:7101 */
     unsigned rpc_timeout_ms; /* rpc.timeout_ms, default 5000 */
 
+    /* cluster: mutual TLS between nodes (Raft and node RPC). All three set
+       = every peer connection is TLS 1.3, both sides present a certificate
+       signed by tls_ca, and a peer must prove the node id it claims (its
+       certificate names "node<ID>"). None set = plaintext (a warning at
+       startup). */
+    char *cluster_tls_ca;   /* cluster.tls_ca: the cluster CA (PEM) */
+    char *cluster_tls_cert; /* cluster.tls_cert: this node's certificate */
+    char *cluster_tls_key;  /* cluster.tls_key: its private key */
+
     /* smtp: */
     char **smtp_listen; /* smtp.listen: list, default [127.0.0.1:2525] */
     unsigned n_smtp_listen;

@@ -32,6 +32,10 @@ const char *sr_strerror(int code)
         return "SR_EVERSION";
     case SR_EEXIST:
         return "SR_EEXIST";
+    case SR_ECANCELED:
+        return "SR_ECANCELED";
+    case SR_EAUTH:
+        return "SR_EAUTH";
     default:
         return "SR_EUNKNOWN";
     }

@@ -22,6 +22,8 @@
 #define SR_ESHUTDOWN (-9)  /* the node is stopping */
 #define SR_EVERSION (-10)  /* unknown format version */
 #define SR_EEXIST (-11)    /* object already exists */
+#define SR_ECANCELED (-12) /* the operation was abandoned */
+#define SR_EAUTH (-13)     /* the peer failed authentication */
 
 #define SR_ERRMSG_SIZE 256
 

@@ -227,8 +227,14 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
     if ((rc = body_store_open(&n->loop, dir, cfg->body_group_commit_us,
                               &n->bodies, err, errlen)) != 0)
         return rc;
-    if ((rc = rpc_start(&n->loop, cfg->node_id, cfg->rpc_listen, on_rpc, n,
-                        &n->rpc, err, errlen)) != 0)
+    struct rpc_tls tls = {cfg->cluster_tls_ca, cfg->cluster_tls_cert,
+                          cfg->cluster_tls_key};
+    if (cfg->cluster_tls_ca == NULL)
+        LOG_WARN("event=cluster_plaintext reason=\"no cluster.tls_* in the "
+                 "config: Raft and node RPC run unauthenticated, in clear\"");
+    if ((rc = rpc_start(&n->loop, cfg->node_id, cfg->rpc_listen,
+                        cfg->cluster_tls_ca ? &tls : NULL, on_rpc, n, &n->rpc,
+                        err, errlen)) != 0)
         return rc;
     if ((rc = rnode_start(&n->loop, cfg, n->store, n->rpc, &n->rn, err,
                           errlen)) != 0)

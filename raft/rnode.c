@@ -692,7 +692,7 @@ int rnode_start(uv_loop_t *loop, const struct sr_config *cfg,
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/raft", cfg->data_dir);
     mkdir(dir, 0750);
-    int rc = sr_transport_init(&n->transport, loop);
+    int rc = sr_transport_init(&n->transport, loop, cfg);
     if (rc != 0) {
         free(n);
         return sr_err(err, errlen, SR_EIO, "raft transport: %s",

@@ -3,11 +3,13 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "node/config.h"
 #include "node/errors.h"
 #include "node/log.h"
 #include "proto/codec.h"
+#include "raft/peertls.h"
 
 #define RPC_IDLE_MS 120000
 #define RPC_SWEEP_MS 100
@@ -33,8 +35,12 @@ struct peer {
     struct rpc *rpc;
     uint64_t id;
     char address[128];
-    uv_tcp_t tcp;
+    union {
+        uv_tcp_t tcp;   /* plaintext */
+        uv_pipe_t pipe; /* TLS: the plaintext end of a peertls link */
+    } h;
     uv_connect_t connect;
+    struct peertls_connect *pc; /* TLS connect in flight (state 1) */
     int state; /* 0 closed, 1 connecting, 2 connected, 3 closing */
     struct pending *pending;
     uv_buf_t *queued; /* frames written before connect completes */
@@ -46,7 +52,11 @@ struct peer {
 struct sconn {
     struct sconn *next, *prev;
     struct rpc *rpc;
-    uv_tcp_t tcp;
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    uint64_t peer_id; /* TLS: verified by its certificate; 0 plaintext */
     struct rbuf in;
     struct rpc_call *calls; /* outstanding, so they can be detached */
     uint64_t last_active;
@@ -64,7 +74,8 @@ struct rpc {
     uv_loop_t *loop;
     uint64_t self;
     uint64_t next_id;
-    uv_tcp_t listener;
+    uv_tcp_t listener;   /* plaintext */
+    struct peertls *tls; /* TLS: listener and links */
     uv_timer_t sweep;
     rpc_handler_fn handler;
     void *ud;
@@ -196,8 +207,16 @@ static void peer_drop(struct peer *p, int status)
     p->queued = NULL;
     p->n_queued = 0;
     p->in.len = 0;
+    if (p->pc != NULL) { /* TLS connect in flight: no handle yet */
+        struct peertls_connect *pc = p->pc;
+        p->pc = NULL;
+        p->state = 0;
+        peertls_connect_cancel(pc);
+        peer_fail_all(p, status);
+        return;
+    }
     p->state = 3;
-    uv_close((uv_handle_t *)&p->tcp, peer_closed);
+    uv_close((uv_handle_t *)&p->h, peer_closed);
     peer_fail_all(p, status);
 }
 
@@ -228,6 +247,18 @@ static void peer_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     free(buf->base);
 }
 
+static void peer_up(struct peer *p)
+{
+    p->state = 2;
+    uv_read_start((uv_stream_t *)&p->h, alloc_cb, peer_read);
+    for (size_t i = 0; i < p->n_queued; i++)
+        write_frame((uv_stream_t *)&p->h, (uint8_t *)p->queued[i].base,
+                    p->queued[i].len);
+    free(p->queued);
+    p->queued = NULL;
+    p->n_queued = 0;
+}
+
 static void peer_connected(uv_connect_t *c, int status)
 {
     struct peer *p = c->data;
@@ -239,15 +270,37 @@ static void peer_connected(uv_connect_t *c, int status)
         peer_drop(p, SR_EIO);
         return;
     }
-    p->state = 2;
-    uv_tcp_nodelay(&p->tcp, 1);
-    uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, peer_read);
+    uv_tcp_nodelay(&p->h.tcp, 1);
+    peer_up(p);
+}
+
+/* A TLS link to the peer is up (fd), or failed (status). */
+static void peer_tls_connected(void *ud, int fd, int status)
+{
+    struct peer *p = ud;
+    if (p->pc == NULL)
+        return; /* peer_drop cancelled it */
+    p->pc = NULL;
+    if (status == 0) {
+        uv_pipe_init(p->rpc->loop, &p->h.pipe, 0);
+        p->h.pipe.data = p;
+        p->rpc->open_handles++;
+        if (uv_pipe_open(&p->h.pipe, fd) == 0) {
+            peer_up(p);
+            return;
+        }
+        close(fd);
+        p->state = 3;
+        uv_close((uv_handle_t *)&p->h, peer_closed);
+    } else {
+        p->state = 0;
+    }
     for (size_t i = 0; i < p->n_queued; i++)
-        write_frame((uv_stream_t *)&p->tcp, (uint8_t *)p->queued[i].base,
-                    p->queued[i].len);
+        free(p->queued[i].base);
     free(p->queued);
     p->queued = NULL;
     p->n_queued = 0;
+    peer_fail_all(p, status == SR_EAUTH ? SR_EAUTH : SR_EIO);
 }
 
 static struct peer *peer_get(struct rpc *r, uint64_t id, const char *address)
@@ -282,16 +335,26 @@ int rpc_send(struct rpc *r, uint64_t peer_id, const char *address, Sr__Rpc *req,
         return SR_ENOMEM;
     if (p->state == 3)
         return SR_EIO; /* still closing from an error; caller retries */
-    if (p->state == 0) {
+    if (p->state == 0 && r->tls != NULL) {
+        p->state = 1;
+        struct peertls_connect *pc;
+        int rc = peertls_connect(r->tls, peer_id, address, peer_tls_connected,
+                                 p, &pc);
+        if (rc != 0) {
+            p->state = 0;
+            return rc == SR_ENOMEM ? rc : SR_EIO;
+        }
+        p->pc = pc;
+    } else if (p->state == 0) {
         struct sockaddr_storage ss;
         if (parse_addr(address, &ss) != 0)
             return SR_EINVAL;
-        uv_tcp_init(r->loop, &p->tcp);
-        p->tcp.data = p;
+        uv_tcp_init(r->loop, &p->h.tcp);
+        p->h.tcp.data = p;
         r->open_handles++;
         p->connect.data = p;
         p->state = 1;
-        if (uv_tcp_connect(&p->connect, &p->tcp, (struct sockaddr *)&ss,
+        if (uv_tcp_connect(&p->connect, &p->h.tcp, (struct sockaddr *)&ss,
                            peer_connected) != 0) {
             peer_drop(p, SR_EIO);
             return SR_EIO;
@@ -324,7 +387,7 @@ int rpc_send(struct rpc *r, uint64_t peer_id, const char *address, Sr__Rpc *req,
         }
         p->queued = nq;
         p->queued[p->n_queued++] = uv_buf_init((char *)frame, (unsigned)len);
-    } else if (write_frame((uv_stream_t *)&p->tcp, frame, len) != 0) {
+    } else if (write_frame((uv_stream_t *)&p->h, frame, len) != 0) {
         free(q);
         peer_drop(p, SR_EIO);
         return SR_EIO;
@@ -358,7 +421,7 @@ static void sconn_close(struct sconn *c)
         c->rpc->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    uv_close((uv_handle_t *)&c->tcp, sconn_closed);
+    uv_close((uv_handle_t *)&c->h, sconn_closed);
 }
 
 static void sconn_on_frame(void *arg, Sr__Rpc *m)
@@ -366,6 +429,15 @@ static void sconn_on_frame(void *arg, Sr__Rpc *m)
     struct sconn *c = arg;
     if (m->response || c->closing) {
         sr__rpc__free_unpacked(m, NULL);
+        return;
+    }
+    if (c->peer_id != 0 && m->from != c->peer_id) {
+        /* A node may only speak for itself: its certificate names it. */
+        LOG_WARN("event=rpc_refused reason=\"from %llu on a link "
+                 "authenticated as node %llu\"",
+                 (unsigned long long)m->from, (unsigned long long)c->peer_id);
+        sr__rpc__free_unpacked(m, NULL);
+        sconn_close(c);
         return;
     }
     struct rpc_call *k = calloc(1, sizeof *k);
@@ -398,6 +470,16 @@ static void sconn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     free(buf->base);
 }
 
+static void sconn_start(struct rpc *r, struct sconn *c)
+{
+    c->last_active = uv_now(r->loop);
+    c->next = r->conns;
+    if (r->conns)
+        r->conns->prev = c;
+    r->conns = c;
+    uv_read_start((uv_stream_t *)&c->h, alloc_cb, sconn_read);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct rpc *r = server->data;
@@ -407,21 +489,41 @@ static void on_connection(uv_stream_t *server, int status)
     if (c == NULL)
         return;
     c->rpc = r;
-    uv_tcp_init(r->loop, &c->tcp);
-    c->tcp.data = c;
+    uv_tcp_init(r->loop, &c->h.tcp);
+    c->h.tcp.data = c;
     r->open_handles++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    if (uv_accept(server, (uv_stream_t *)&c->h.tcp) != 0) {
         c->closing = 1;
-        uv_close((uv_handle_t *)&c->tcp, sconn_closed);
+        uv_close((uv_handle_t *)&c->h, sconn_closed);
         return;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
-    c->last_active = uv_now(r->loop);
-    c->next = r->conns;
-    if (r->conns)
-        r->conns->prev = c;
-    r->conns = c;
-    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, sconn_read);
+    uv_tcp_nodelay(&c->h.tcp, 1);
+    sconn_start(r, c);
+}
+
+/* A peer's TLS link is up and authenticated as node peer_id. */
+static void on_tls_connection(void *ud, int fd, uint64_t peer_id,
+                              const char *address)
+{
+    (void)address;
+    struct rpc *r = ud;
+    struct sconn *c = r->closing ? NULL : calloc(1, sizeof *c);
+    if (c == NULL) {
+        close(fd);
+        return;
+    }
+    c->rpc = r;
+    c->peer_id = peer_id;
+    uv_pipe_init(r->loop, &c->h.pipe, 0);
+    c->h.pipe.data = c;
+    r->open_handles++;
+    if (uv_pipe_open(&c->h.pipe, fd) != 0) {
+        close(fd);
+        c->closing = 1;
+        uv_close((uv_handle_t *)&c->h, sconn_closed);
+        return;
+    }
+    sconn_start(r, c);
 }
 
 void rpc_reply(struct rpc_call *k, Sr__Rpc *resp)
@@ -442,7 +544,7 @@ void rpc_reply(struct rpc_call *k, Sr__Rpc *resp)
             uint8_t *frame;
             size_t len;
             if (codec_rpc_encode(resp, &frame, &len) == 0)
-                write_frame((uv_stream_t *)&c->tcp, frame, len);
+                write_frame((uv_stream_t *)&c->h, frame, len);
         }
     }
     sr__rpc__free_unpacked(k->req, NULL);
@@ -451,7 +553,7 @@ void rpc_reply(struct rpc_call *k, Sr__Rpc *resp)
 
 uint64_t rpc_call_from(const struct rpc_call *k)
 {
-    return k->req->from;
+    return k->req->from; /* with TLS, checked against the certificate */
 }
 
 /* ---- lifecycle ---- */
@@ -481,8 +583,8 @@ static void sweep(uv_timer_t *t)
 }
 
 int rpc_start(uv_loop_t *loop, uint64_t self_id, const char *listen,
-              rpc_handler_fn handler, void *ud, struct rpc **out, char *err,
-              size_t errlen)
+              const struct rpc_tls *tls, rpc_handler_fn handler, void *ud,
+              struct rpc **out, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     if (parse_addr(listen, &ss) != 0)
@@ -495,6 +597,28 @@ int rpc_start(uv_loop_t *loop, uint64_t self_id, const char *listen,
     r->self = self_id;
     r->handler = handler;
     r->ud = ud;
+    if (tls != NULL) {
+        char e[SR_ERRMSG_SIZE];
+        int rc = peertls_new(loop, PEERTLS_RPC, self_id, listen, tls->ca,
+                             tls->cert, tls->key, &r->tls, e, sizeof e);
+        if (rc != 0) {
+            free(r);
+            return sr_err(err, errlen, rc, "%s", e);
+        }
+        rc = peertls_listen(r->tls, listen, on_tls_connection, r, e, sizeof e);
+        uv_timer_init(loop, &r->sweep);
+        r->sweep.data = r;
+        r->open_handles = 1;
+        if (rc != 0) {
+            r->closing = 1;
+            peertls_close(r->tls);
+            uv_close((uv_handle_t *)&r->sweep, handle_closed);
+            return sr_err(err, errlen, SR_EIO, "rpc.listen %s", e);
+        }
+        uv_timer_start(&r->sweep, sweep, RPC_SWEEP_MS, RPC_SWEEP_MS);
+        *out = r;
+        return 0;
+    }
     uv_tcp_init(loop, &r->listener);
     r->listener.data = r;
     r->open_handles = 2;
@@ -542,6 +666,9 @@ void rpc_close(struct rpc *r)
     }
     while (r->conns)
         sconn_close(r->conns);
-    uv_close((uv_handle_t *)&r->listener, handle_closed);
+    if (r->tls != NULL)
+        peertls_close(r->tls);
+    else
+        uv_close((uv_handle_t *)&r->listener, handle_closed);
     uv_close((uv_handle_t *)&r->sweep, handle_closed);
 }

@@ -1,7 +1,8 @@
 /*
  * rpc.h - the node-to-node RPC: framed protobuf (proto/codec.h) over TCP on
- * the libuv loop. Used to forward proposals to the leader, push and fetch
- * message bodies, and forward admin requests.
+ * the libuv loop, over mutual TLS when the cluster has certificates. Used to
+ * forward proposals to the leader, push and fetch message bodies, and forward
+ * admin requests.
  *
  * Requests and responses travel on connections opened by the requester (one
  * per peer, opened on demand, reopened after an error); every request has a
@@ -30,9 +31,16 @@ typedef void (*rpc_handler_fn)(void *ud, struct rpc_call *call,
                                const Sr__Rpc *req);
 typedef void (*rpc_resp_cb)(void *ud, int status, const Sr__Rpc *resp);
 
+/* Mutual TLS between nodes (raft/peertls.h): PEM file names, borrowed. */
+struct rpc_tls {
+    const char *ca, *cert, *key;
+};
+
+/* tls NULL = plaintext TCP. With TLS a request is served only when its
+ * `from` is the node id that the peer's certificate proves. */
 int rpc_start(uv_loop_t *loop, uint64_t self_id, const char *listen,
-              rpc_handler_fn handler, void *ud, struct rpc **out, char *err,
-              size_t errlen);
+              const struct rpc_tls *tls, rpc_handler_fn handler, void *ud,
+              struct rpc **out, char *err, size_t errlen);
 /* Fails pending requests with SR_ESHUTDOWN, closes every handle; the struct
  * is freed once all handles are closed. */
 void rpc_close(struct rpc *r);

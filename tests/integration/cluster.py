@@ -114,7 +114,15 @@ raft:
             text += "  peers:" + peer_lines + "\n"
         text += f"""rpc:
   listen: "{self.rpc_address}"
-smtp:
+"""
+        if c.peer_tls:
+            ca, cert, key = c.node_cert(self.id)
+            text += f"""cluster:
+  tls_ca: "{ca}"
+  tls_cert: "{cert}"
+  tls_key: "{key}"
+"""
+        text += f"""smtp:
   listen: ["127.0.0.1:{self.smtp_port}"]
   customer_host: "{self.customer_host}"
   commit_timeout_ms: {c.commit_timeout_ms}
@@ -220,7 +228,7 @@ class Cluster:
     def __init__(self, tmpdir, n=3, tls=False, snapshot_threshold=16384,
                  snapshot_trailing=4096, commit_timeout_ms=15000,
                  log_level="info", token=None, command_timeout_s=300,
-                 data_timeout_s=180):
+                 data_timeout_s=180, peer_tls=True):
         self.dir = str(tmpdir)
         os.makedirs(self.dir, exist_ok=True)
         self.tls = tls
@@ -238,6 +246,13 @@ class Cluster:
                 ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
                  "-days", "2", "-subj", "/CN=localhost", "-keyout", self.key,
                  "-out", self.cert], check=True, capture_output=True)
+        # Mutual TLS between nodes, with a CA and node certificates made by
+        # clusterctl as an operator would; peer_tls=False runs plaintext.
+        self.peer_tls = peer_tls
+        self.ca_dir = os.path.join(self.dir, "ca")
+        if peer_tls:
+            subprocess.run([CLUSTERCTL, "ca", "create", self.ca_dir],
+                           check=True, capture_output=True)
         self.nodes = [Node(self, i + 1) for i in range(n)]
         for node in self.nodes:
             node.write_config(self.nodes)
@@ -247,6 +262,15 @@ class Cluster:
             node.start()
         self.wait_leader()
         return self
+
+    def node_cert(self, node_id):
+        """(ca, cert, key) paths for node_id, created on first use."""
+        cert = os.path.join(self.ca_dir, "node%d.pem" % node_id)
+        key = os.path.join(self.ca_dir, "node%d.key" % node_id)
+        if not os.path.exists(cert):
+            subprocess.run([CLUSTERCTL, "cert", "create", self.ca_dir,
+                            str(node_id)], check=True, capture_output=True)
+        return os.path.join(self.ca_dir, "ca.pem"), cert, key
 
     def add_node(self, node_id):
         node = Node(self, node_id)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cluster import SMARTRELAYD
+from cluster import CLUSTERCTL, SMARTRELAYD
 from netns import Net
 
 CLIENT = r'''
@@ -42,6 +42,13 @@ def make_fleet(tmp_path, n):
     net = Net(["n%d" % i for i in ids] + ["cl"])
     procs = {}
     floating = net.subnet + ".100"
+    # Mutual TLS between nodes, as in production.
+    ca_dir = tmp_path / "ca"
+    subprocess.run([CLUSTERCTL, "ca", "create", str(ca_dir)], check=True,
+                   capture_output=True)
+    for i in ids:
+        subprocess.run([CLUSTERCTL, "cert", "create", str(ca_dir), str(i)],
+                       check=True, capture_output=True)
 
     def config(i):
         peers = "".join(
@@ -57,6 +64,10 @@ raft:
   peers:{peers}
 rpc:
   listen: "{net.addr('n%d' % i)}:7101"
+cluster:
+  tls_ca: "{ca_dir}/ca.pem"
+  tls_cert: "{ca_dir}/node{i}.pem"
+  tls_key: "{ca_dir}/node{i}.key"
 smtp:
   listen: ["0.0.0.0:2525"]
   commit_timeout_ms: 3000

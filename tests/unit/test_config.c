@@ -231,6 +231,10 @@ static const char full_yaml[] = "# every key\n"
                                 "rpc:\n"
                                 "  listen: 0.0.0.0:7102\n"
                                 "  timeout_ms: 2000\n"
+                                "cluster:\n"
+                                "  tls_ca: /etc/smartrelay/ca.pem\n"
+                                "  tls_cert: /etc/smartrelay/node2.pem\n"
+                                "  tls_key: /etc/smartrelay/node2.key\n"
                                 "smtp:\n"
                                 "  listen:\n"
                                 "    - 0.0.0.0:25\n"
@@ -282,6 +286,9 @@ static void test_full(void **state)
     assert_string_equal(c.smtp_listen[1], "[::]:25");
     assert_string_equal(c.smtp_customer, "acme-corp");
     assert_string_equal(c.tls_cert, "/etc/smartrelay/cert.pem");
+    assert_string_equal(c.cluster_tls_ca, "/etc/smartrelay/ca.pem");
+    assert_string_equal(c.cluster_tls_cert, "/etc/smartrelay/node2.pem");
+    assert_string_equal(c.cluster_tls_key, "/etc/smartrelay/node2.key");
     assert_string_equal(c.tls_key, "/etc/smartrelay/key.pem");
     assert_int_equal(c.commit_timeout_ms, 20000);
     assert_int_equal(c.command_timeout_s, 600);
@@ -409,6 +416,13 @@ static const struct err_case err_cases[] = {
      "smtp.tls_key: required when smtp.tls_cert is set"},
     {"smtp:\n  tls_key: /k.pem\n", SR_EINVAL,
      "smtp.tls_cert: required when smtp.tls_key is set"},
+    {"cluster:\n  tls_ca: /ca.pem\n", SR_EINVAL,
+     "cluster.tls_cert: required with the other cluster.tls_* keys"},
+    {"cluster:\n  tls_ca: /ca.pem\n  tls_cert: /n.pem\n", SR_EINVAL,
+     "cluster.tls_key: required with the other cluster.tls_* keys"},
+    {"cluster:\n  tls_key: /n.key\n", SR_EINVAL,
+     "cluster.tls_ca: required with the other cluster.tls_* keys"},
+    {"cluster:\n  tls: on\n", SR_EINVAL, "cluster.tls: unknown key"},
     /* addresses */
     {"raft:\n  listen: 127.0.0.1\n", SR_EINVAL,
      "raft.listen: must be host:port"},

@@ -65,17 +65,42 @@ def start_load(f, seconds):
     return first, inj
 
 
-@pytest.mark.parametrize("scenario", ["kill", "isolate", "sigstop", "flap",
+# Leader kills in the "repeated_kills" scenario. CI runs the short variant;
+# the long one is CHAOS_KILLS=50 (or bench/failover, which also measures
+# the outage of each failover).
+KILLS = int(os.environ.get("CHAOS_KILLS", "3"))
+
+
+@pytest.mark.parametrize("scenario", ["kill", "repeated_kills", "isolate",
+                                      "sigstop", "flap", "kill_follower",
                                       "replace_follower"])
 def test_leader_failure_under_load(fleet, scenario):
     f = fleet
-    first, inj = start_load(f, 8)
+    seconds = 8 if scenario != "repeated_kills" else 4 + 3.5 * KILLS
+    first, inj = start_load(f, seconds)
     time.sleep(2)
     if scenario == "kill":
         f.procs[first].kill()
         f.procs[first].wait()
         time.sleep(2)
         f.start(first)
+    elif scenario == "repeated_kills":
+        # whoever leads now dies; it comes back as a follower before the
+        # next round
+        for _ in range(KILLS):
+            victim = leader(f)
+            f.procs[victim].kill()
+            f.procs[victim].wait()
+            time.sleep(1.5)
+            f.start(victim)
+            time.sleep(2)
+    elif scenario == "kill_follower":
+        # a follower holding bodies dies and restarts with its data
+        victim = next(i for i in f.ids if i != first)
+        f.procs[victim].kill()
+        f.procs[victim].wait()
+        time.sleep(2)
+        f.start(victim)
     elif scenario == "isolate":
         isolate(f, first, True)
         time.sleep(3)

@@ -6,6 +6,7 @@
 
 #include "engine/ingest.h"
 #include "engine/repair.h"
+#include "engine/shards.h"
 #include "gateways/http_server.h"
 #include "gateways/smtp_server.h"
 #include "gateways/tls.h"
@@ -28,6 +29,7 @@ struct sr_node {
     struct rnode *rn;
     struct ingest *ingest;
     struct repair *repair;
+    struct shards *shards;   /* delivery leases and shard ownership */
     struct floatip *floatip; /* NULL without floating.address */
     struct tls_ctx *tls;
     struct smtp_server *smtp;

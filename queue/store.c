@@ -12,22 +12,14 @@
 
 #include "node/errors.h"
 #include "node/log.h"
+#include "queue/dqueue.h"
 #include "queue/policy.h"
+#include "queue/store_int.h"
 
-/* The databases, in digest and snapshot order. Never reorder: the snapshot
- * format refers to them by position. */
-enum { DB_META, DB_MSGS, DB_IDX_STATE, DB_IDX_DOMAIN, DB_NODES, DB_COUNT };
-static const char *const db_names[DB_COUNT] = {"meta", "msgs", "idx_state",
-                                               "idx_domain", "nodes"};
+static const char *const db_names[DB_COUNT] = {
+    "meta", "msgs", "idx_state", "idx_domain", "nodes", "due", "events"};
 
 #define SNAP_MAGIC "SRS1"
-
-/* Owned by the node; the loop thread uses it (see store.h). */
-struct queue_store {
-    MDB_env *env;
-    MDB_dbi dbi[DB_COUNT];
-    uint64_t applied; /* cache of meta "applied" */
-};
 
 static const char *const state_names[RCPT_STATE_MAX] = {
     "queued",  "inflight", "deferred", "delivered",
@@ -38,7 +30,7 @@ const char *queue_rcpt_state_name(unsigned state)
     return state < RCPT_STATE_MAX ? state_names[state] : "unknown";
 }
 
-static void die_mdb(const char *what, int rc)
+void store_die(const char *what, int rc)
 {
     LOG_ERROR("event=fatal what=%s error=\"%s\"", what, mdb_strerror(rc));
     fprintf(stderr, "smartrelayd: fatal: state store %s: %s\n", what,
@@ -112,24 +104,24 @@ uint64_t queue_store_applied(struct queue_store *s)
 
 /* ---- apply ---- */
 
-static void put(MDB_txn *txn, MDB_dbi dbi, const void *k, size_t klen,
-                const void *v, size_t vlen)
+void store_put(MDB_txn *txn, MDB_dbi dbi, const void *k, size_t klen,
+               const void *v, size_t vlen)
 {
     MDB_val key = {klen, (void *)k}, val = {vlen, (void *)v};
     int rc = mdb_put(txn, dbi, &key, &val, 0);
     if (rc != 0)
-        die_mdb("put", rc);
+        store_die("put", rc);
 }
 
-static void count_add(struct queue_store *s, MDB_txn *txn, const char *name,
-                      int64_t delta)
+void store_count_add(struct queue_store *s, MDB_txn *txn, const char *name,
+                     int64_t delta)
 {
     MDB_val k = {strlen(name), (void *)name}, v;
     uint64_t n = 0;
     if (mdb_get(txn, s->dbi[DB_META], &k, &v) == 0 && v.mv_size == sizeof n)
         memcpy(&n, v.mv_data, sizeof n);
     n = (uint64_t)((int64_t)n + delta);
-    put(txn, s->dbi[DB_META], name, strlen(name), &n, sizeof n);
+    store_put(txn, s->dbi[DB_META], name, strlen(name), &n, sizeof n);
 }
 
 /* Index key: domain (lower case) NUL code NUL rcpt-number. */
@@ -162,7 +154,7 @@ static int apply_accept(struct queue_store *s, MDB_txn *txn, uint64_t index,
     Sr__StoredRcpt *rs = calloc(a->n_rcpts, sizeof *rs);
     Sr__StoredRcpt **rp = calloc(a->n_rcpts, sizeof *rp);
     if ((rs == NULL || rp == NULL) && a->n_rcpts > 0)
-        die_mdb("apply", ENOMEM);
+        store_die("apply", ENOMEM);
     for (size_t i = 0; i < a->n_rcpts; i++) {
         Sr__StoredRcpt init = SR__STORED_RCPT__INIT;
         rs[i] = init;
@@ -175,12 +167,13 @@ static int apply_accept(struct queue_store *s, MDB_txn *txn, uint64_t index,
     m.rcpts = rp;
     m.index = index;
     m.committed_at_ms = time_ms;
+    dqueue_index_new(s, txn, a->code, &m, time_ms);
     size_t len = sr__stored_message__get_packed_size(&m);
     uint8_t *buf = malloc(len ? len : 1);
     if (buf == NULL)
-        die_mdb("apply", ENOMEM);
+        store_die("apply", ENOMEM);
     sr__stored_message__pack(&m, buf);
-    put(txn, s->dbi[DB_MSGS], a->code, strlen(a->code), buf, len);
+    store_put(txn, s->dbi[DB_MSGS], a->code, strlen(a->code), buf, len);
     free(buf);
 
     char key[600];
@@ -190,15 +183,15 @@ static int apply_accept(struct queue_store *s, MDB_txn *txn, uint64_t index,
         key[n++] = (char)RCPT_QUEUED;
         n += (size_t)snprintf(key + n, sizeof key - n, "%s", a->code) + 1;
         n += (size_t)snprintf(key + n, sizeof key - n, "%zu", i);
-        put(txn, s->dbi[DB_IDX_STATE], key, n, "", 0);
+        store_put(txn, s->dbi[DB_IDX_STATE], key, n, "", 0);
         size_t dn =
             domain_key(key, sizeof key, a->rcpts[i], a->code, (unsigned)i);
-        put(txn, s->dbi[DB_IDX_DOMAIN], key, dn, "", 0);
+        store_put(txn, s->dbi[DB_IDX_DOMAIN], key, dn, "", 0);
     }
     free(rs);
     free(rp);
-    count_add(s, txn, "count:messages", 1);
-    count_add(s, txn, "count:queued", (int64_t)a->n_rcpts);
+    store_count_add(s, txn, "count:messages", 1);
+    store_count_add(s, txn, "count:queued", (int64_t)a->n_rcpts);
     return 0;
 }
 
@@ -211,7 +204,7 @@ static int apply_holder_add(struct queue_store *s, MDB_txn *txn,
     Sr__StoredMessage *m =
         sr__stored_message__unpack(NULL, v.mv_size, v.mv_data);
     if (m == NULL)
-        die_mdb("stored message undecodable", MDB_CORRUPTED);
+        store_die("stored message undecodable", MDB_CORRUPTED);
     Sr__MessageAccept *a = m->accept;
     for (size_t i = 0; i < a->n_holders; i++) {
         if (a->holders[i] == h->node) {
@@ -222,15 +215,15 @@ static int apply_holder_add(struct queue_store *s, MDB_txn *txn,
     /* protobuf-c frees with its allocator (malloc): grow in place. */
     uint64_t *nh = realloc(a->holders, (a->n_holders + 1) * sizeof *nh);
     if (nh == NULL)
-        die_mdb("apply", ENOMEM);
+        store_die("apply", ENOMEM);
     nh[a->n_holders++] = h->node;
     a->holders = nh;
     size_t len = sr__stored_message__get_packed_size(m);
     uint8_t *buf = malloc(len ? len : 1);
     if (buf == NULL)
-        die_mdb("apply", ENOMEM);
+        store_die("apply", ENOMEM);
     sr__stored_message__pack(m, buf);
-    put(txn, s->dbi[DB_MSGS], h->code, strlen(h->code), buf, len);
+    store_put(txn, s->dbi[DB_MSGS], h->code, strlen(h->code), buf, len);
     free(buf);
     sr__stored_message__free_unpacked(m, NULL);
     return 0;
@@ -243,7 +236,7 @@ static int apply_policy(struct queue_store *s, MDB_txn *txn, Sr__PolicySet *p)
     if (policy_parse_json(p->json, strlen(p->json), &pol, err, sizeof err) != 0)
         return SR_EPARSE;
     policy_free(pol);
-    put(txn, s->dbi[DB_META], "policy", 6, p->json, strlen(p->json));
+    store_put(txn, s->dbi[DB_META], "policy", 6, p->json, strlen(p->json));
     return 0;
 }
 
@@ -257,7 +250,7 @@ static int apply_node(struct queue_store *s, MDB_txn *txn, Sr__NodeInfo *n)
     if (len > sizeof buf)
         return SR_EINVAL;
     sr__node_info__pack(n, buf);
-    put(txn, s->dbi[DB_NODES], key, 8, buf, len);
+    store_put(txn, s->dbi[DB_NODES], key, 8, buf, len);
     return 0;
 }
 
@@ -267,7 +260,7 @@ void queue_store_apply(struct queue_store *s, uint64_t index,
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc != 0)
-        die_mdb("begin", rc);
+        store_die("begin", rc);
     for (size_t i = 0; i < e->n_ops; i++) {
         Sr__Op *op = e->ops[i];
         int st;
@@ -284,16 +277,25 @@ void queue_store_apply(struct queue_store *s, uint64_t index,
         case SR__OP__OP_HOLDER_ADD:
             st = apply_holder_add(s, txn, op->holder_add);
             break;
+        case SR__OP__OP_LEASE_RENEW:
+            st = dqueue_apply_lease(s, txn, e->time_ms, op->lease_renew);
+            break;
+        case SR__OP__OP_SHARD_ASSIGN:
+            st = dqueue_apply_shards(s, txn, e->time_ms, op->shard_assign);
+            break;
+        case SR__OP__OP_DELIVERY_RESULT:
+            st = dqueue_apply_result(s, txn, e->time_ms, op->delivery_result);
+            break;
         default:
             st = SR_EPARSE;
             break;
         }
         statuses[i] = st;
     }
-    put(txn, s->dbi[DB_META], "applied", 7, &index, sizeof index);
+    store_put(txn, s->dbi[DB_META], "applied", 7, &index, sizeof index);
     rc = mdb_txn_commit(txn);
     if (rc != 0)
-        die_mdb("commit", rc);
+        store_die("commit", rc);
     s->applied = index;
 }
 

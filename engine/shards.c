@@ -1,0 +1,199 @@
+/* shards.c - delivery leases and shard assignment (see shards.h). */
+#include "engine/shards.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "node/errors.h"
+#include "node/log.h"
+#include "queue/dqueue.h"
+#include "raft/rnode.h"
+
+#define MAX_NODES 64
+
+struct shards {
+    uv_loop_t *loop;
+    uint64_t self;
+    struct queue_store *store;
+    struct rnode *rn;
+    uv_timer_t timer;
+    uint64_t lease_until;  /* uv_now() ms; 0 = none */
+    struct req *renewing;  /* a renewal in flight, or NULL */
+    struct req *assigning; /* an assignment in flight, or NULL */
+    uint64_t last_owned;   /* for logging changes */
+};
+
+/* A proposal in flight; s is cleared if the module stops first. For a
+ * renewal, sent is when it left, to count the lease from there. */
+struct req {
+    struct shards *s;
+    uint64_t sent;
+};
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void renewed(void *ud, int status, uint64_t index)
+{
+    (void)index;
+    struct req *r = ud;
+    struct shards *s = r->s;
+    if (s != NULL) {
+        s->renewing = NULL;
+        if (status == 0) {
+            uint64_t until = r->sent + SHARDS_LEASE_MS - SHARDS_MARGIN_MS;
+            if (until > s->lease_until)
+                s->lease_until = until;
+        }
+    }
+    free(r);
+}
+
+static void assigned(void *ud, int status, uint64_t index)
+{
+    (void)index;
+    struct req *r = ud;
+    struct shards *s = r->s;
+    free(r);
+    if (s == NULL)
+        return;
+    s->assigning = NULL;
+    if (status != 0)
+        LOG_DEBUG("event=shard_assign_failed error=%s", sr_strerror(status));
+}
+
+/* Leader: give every shard without a live owner to a live node. */
+static void assign(struct shards *s)
+{
+    uint64_t nodes[MAX_NODES], expiry[MAX_NODES], live[MAX_NODES];
+    size_t n = dqueue_leases(s->store, nodes, expiry, MAX_NODES), nl = 0;
+    uint64_t now = wall_ms();
+    for (size_t i = 0; i < n; i++)
+        if (expiry[i] > now)
+            live[nl++] = nodes[i];
+    if (nl == 0)
+        return;
+    uint64_t owners[SHARD_COUNT], want[SHARD_COUNT], epoch;
+    dqueue_shards(s->store, owners, &epoch);
+    int change = 0;
+    for (unsigned sh = 0; sh < SHARD_COUNT; sh++) {
+        int alive = 0;
+        for (size_t i = 0; i < nl; i++)
+            alive = alive || live[i] == owners[sh];
+        want[sh] = alive ? owners[sh] : shard_pick_owner(sh, live, nl);
+        /* the state machine moves a shard only once the old lease is over */
+        if (want[sh] != owners[sh]) {
+            int expired = 1;
+            for (size_t i = 0; i < n; i++)
+                if (nodes[i] == owners[sh] && expiry[i] > now)
+                    expired = 0;
+            if (expired)
+                change = 1;
+            else
+                want[sh] = owners[sh];
+        }
+    }
+    if (!change)
+        return;
+    Sr__ShardAssign a = SR__SHARD_ASSIGN__INIT;
+    a.owners = want;
+    a.n_owners = SHARD_COUNT;
+    Sr__Op op = SR__OP__INIT;
+    op.op_case = SR__OP__OP_SHARD_ASSIGN;
+    op.shard_assign = &a;
+    struct req *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return;
+    r->s = s;
+    if (rnode_propose(s->rn, &op, 3000, assigned, r) == 0)
+        s->assigning = r;
+    else
+        free(r);
+}
+
+static void tick(uv_timer_t *t)
+{
+    struct shards *s = t->data;
+    if (!s->renewing) {
+        struct req *r = malloc(sizeof *r);
+        if (r != NULL) {
+            r->s = s;
+            r->sent = uv_now(s->loop);
+            Sr__LeaseRenew l = SR__LEASE_RENEW__INIT;
+            l.node = s->self;
+            l.lease_ms = SHARDS_LEASE_MS;
+            Sr__Op op = SR__OP__INIT;
+            op.op_case = SR__OP__OP_LEASE_RENEW;
+            op.lease_renew = &l;
+            if (rnode_propose(s->rn, &op, SHARDS_RENEW_MS * 2, renewed, r) == 0)
+                s->renewing = r;
+            else
+                free(r);
+        }
+    }
+    if (!s->assigning && rnode_is_ready_leader(s->rn))
+        assign(s);
+    uint64_t owned = shards_owned(s);
+    if (owned != s->last_owned) {
+        LOG_INFO("event=shards_owned count=%d lease=%s",
+                 __builtin_popcountll(owned),
+                 shards_lease_valid(s) ? "valid" : "expired");
+        s->last_owned = owned;
+    }
+}
+
+int shards_start(uv_loop_t *loop, uint64_t self, struct queue_store *store,
+                 struct rnode *rn, struct shards **out)
+{
+    struct shards *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return SR_ENOMEM;
+    s->loop = loop;
+    s->self = self;
+    s->store = store;
+    s->rn = rn;
+    uv_timer_init(loop, &s->timer);
+    s->timer.data = s;
+    uv_timer_start(&s->timer, tick, 100, SHARDS_RENEW_MS);
+    *out = s;
+    return 0;
+}
+
+static void closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void shards_stop(struct shards *s)
+{
+    if (s == NULL)
+        return;
+    uv_timer_stop(&s->timer);
+    if (s->renewing)
+        s->renewing->s = NULL;
+    if (s->assigning)
+        s->assigning->s = NULL;
+    uv_close((uv_handle_t *)&s->timer, closed);
+}
+
+int shards_lease_valid(struct shards *s)
+{
+    return s->lease_until > uv_now(s->loop);
+}
+
+uint64_t shards_owned(struct shards *s)
+{
+    if (!shards_lease_valid(s))
+        return 0;
+    uint64_t owners[SHARD_COUNT], epoch, mask = 0;
+    dqueue_shards(s->store, owners, &epoch);
+    for (unsigned sh = 0; sh < SHARD_COUNT; sh++)
+        if (owners[sh] == s->self)
+            mask |= 1ull << sh;
+    return mask;
+}

@@ -1,0 +1,432 @@
+/* dqueue.c - delivery leases, shards, due index, results (see dqueue.h). */
+#include "queue/dqueue.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node/errors.h"
+#include "queue/store.h"
+#include "queue/store_int.h"
+
+const char *delivery_outcome_name(unsigned outcome)
+{
+    switch (outcome) {
+    case DELIVERY_DELIVERED:
+        return "delivered";
+    case DELIVERY_DEFERRED:
+        return "deferred";
+    case DELIVERY_BOUNCED:
+        return "bounced";
+    case DELIVERY_EXPIRED:
+        return "expired";
+    default:
+        return "unknown";
+    }
+}
+
+static void be64(uint8_t *b, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        b[i] = (uint8_t)v;
+}
+
+static uint64_t get_be64(const uint8_t *b)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | b[i];
+    return v;
+}
+
+/* Due key: shard, due (BE), code, NUL, rcpt number (decimal). */
+static size_t due_key(uint8_t *k, size_t cap, unsigned shard, uint64_t due,
+                      const char *code, unsigned rcpt)
+{
+    size_t n = 0;
+    k[n++] = (uint8_t)shard;
+    be64(k + n, due);
+    n += 8;
+    n += (size_t)snprintf((char *)k + n, cap - n, "%s", code) + 1;
+    n += (size_t)snprintf((char *)k + n, cap - n, "%u", rcpt);
+    return n;
+}
+
+/* State index key, as store.c writes it. */
+static size_t state_key(char *k, size_t cap, unsigned state, const char *code,
+                        unsigned rcpt)
+{
+    size_t n = 0;
+    k[n++] = (char)state;
+    n += (size_t)snprintf(k + n, cap - n, "%s", code) + 1;
+    n += (size_t)snprintf(k + n, cap - n, "%u", rcpt);
+    return n;
+}
+
+static void del(MDB_txn *txn, MDB_dbi dbi, const void *k, size_t klen)
+{
+    MDB_val key = {klen, (void *)k};
+    int rc = mdb_del(txn, dbi, &key, NULL);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        store_die("del", rc);
+}
+
+static void put_msg(struct queue_store *s, MDB_txn *txn, const char *code,
+                    const Sr__StoredMessage *m)
+{
+    size_t len = sr__stored_message__get_packed_size(m);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL)
+        store_die("apply", ENOMEM);
+    sr__stored_message__pack(m, buf);
+    store_put(txn, s->dbi[DB_MSGS], code, strlen(code), buf, len);
+    free(buf);
+}
+
+void dqueue_index_new(struct queue_store *s, MDB_txn *txn, const char *code,
+                      Sr__StoredMessage *m, uint64_t time_ms)
+{
+    uint8_t k[600];
+    for (size_t i = 0; i < m->n_rcpts; i++) {
+        m->rcpts[i]->due_ms = time_ms;
+        size_t n = due_key(k, sizeof k, shard_of_rcpt(m->rcpts[i]->address),
+                           time_ms, code, (unsigned)i);
+        store_put(txn, s->dbi[DB_DUE], k, n, "", 0);
+    }
+}
+
+/* ---- leases ---- */
+
+static size_t lease_key(char *k, size_t cap, uint64_t node)
+{
+    return (size_t)snprintf(k, cap, "lease:%020llu", (unsigned long long)node);
+}
+
+static uint64_t lease_expiry(struct queue_store *s, MDB_txn *txn, uint64_t node)
+{
+    char k[40];
+    MDB_val key = {lease_key(k, sizeof k, node), k}, v;
+    uint64_t e = 0;
+    if (mdb_get(txn, s->dbi[DB_META], &key, &v) == 0 && v.mv_size == 8)
+        e = get_be64(v.mv_data);
+    return e;
+}
+
+int dqueue_apply_lease(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
+                       const Sr__LeaseRenew *l)
+{
+    if (l->node == 0 || l->lease_ms == 0 || l->lease_ms > 600000)
+        return SR_EINVAL;
+    char k[40];
+    uint8_t v[8];
+    /* never shorten a lease already granted */
+    uint64_t e = time_ms + l->lease_ms;
+    uint64_t old = lease_expiry(s, txn, l->node);
+    be64(v, e > old ? e : old);
+    store_put(txn, s->dbi[DB_META], k, lease_key(k, sizeof k, l->node), v, 8);
+    return 0;
+}
+
+/* ---- shards ---- */
+
+static Sr__StoredShards *load_shards(struct queue_store *s, MDB_txn *txn)
+{
+    MDB_val key = {6, "shards"}, v;
+    if (mdb_get(txn, s->dbi[DB_META], &key, &v) != 0)
+        return NULL;
+    Sr__StoredShards *t = sr__stored_shards__unpack(NULL, v.mv_size, v.mv_data);
+    if (t == NULL || t->n_owners != SHARD_COUNT)
+        store_die("stored shard table undecodable", MDB_CORRUPTED);
+    return t;
+}
+
+int dqueue_apply_shards(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
+                        const Sr__ShardAssign *a)
+{
+    if (a->n_owners != SHARD_COUNT)
+        return SR_EINVAL;
+    Sr__StoredShards *old = load_shards(s, txn);
+    uint64_t owners[SHARD_COUNT];
+    bool changed = false;
+    for (unsigned i = 0; i < SHARD_COUNT; i++) {
+        uint64_t cur = old ? old->owners[i] : 0;
+        owners[i] = cur;
+        if (a->owners[i] == cur)
+            continue;
+        /* Move a shard only away from nobody or from an expired lease. */
+        if (cur == 0 || lease_expiry(s, txn, cur) <= time_ms) {
+            owners[i] = a->owners[i];
+            changed = true;
+        }
+    }
+    if (changed || old == NULL) {
+        Sr__StoredShards t = SR__STORED_SHARDS__INIT;
+        t.n_owners = SHARD_COUNT;
+        t.owners = owners;
+        t.epoch = (old ? old->epoch : 0) + 1;
+        uint8_t buf[SHARD_COUNT * 11 + 16];
+        size_t len = sr__stored_shards__get_packed_size(&t);
+        if (len > sizeof buf)
+            store_die("shard table too large", MDB_BAD_VALSIZE);
+        sr__stored_shards__pack(&t, buf);
+        store_put(txn, s->dbi[DB_META], "shards", 6, buf, len);
+    }
+    if (old)
+        sr__stored_shards__free_unpacked(old, NULL);
+    return 0;
+}
+
+/* ---- results ---- */
+
+static void add_event(struct queue_store *s, MDB_txn *txn, const Sr__Event *e)
+{
+    MDB_val key = {10, "seq:events"}, v;
+    uint64_t seq = 0;
+    if (mdb_get(txn, s->dbi[DB_META], &key, &v) == 0 && v.mv_size == 8)
+        seq = get_be64(v.mv_data);
+    seq++;
+    uint8_t k[8];
+    be64(k, seq);
+    store_put(txn, s->dbi[DB_META], "seq:events", 10, k, 8);
+    size_t len = sr__event__get_packed_size(e);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL)
+        store_die("apply", ENOMEM);
+    sr__event__pack(e, buf);
+    store_put(txn, s->dbi[DB_EVENTS], k, 8, buf, len);
+    free(buf);
+}
+
+static const char *count_name(unsigned state)
+{
+    static char names[RCPT_STATE_MAX][32];
+    if (names[state][0] == '\0')
+        snprintf(names[state], sizeof names[state], "count:%s",
+                 queue_rcpt_state_name(state));
+    return names[state];
+}
+
+int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
+                        const Sr__DeliveryResult *r)
+{
+    unsigned target;
+    switch (r->outcome) {
+    case DELIVERY_DELIVERED:
+        target = RCPT_DELIVERED;
+        break;
+    case DELIVERY_DEFERRED:
+        target = RCPT_DEFERRED;
+        break;
+    case DELIVERY_BOUNCED:
+        target = RCPT_BOUNCED;
+        break;
+    case DELIVERY_EXPIRED:
+        target = RCPT_EXPIRED;
+        break;
+    default:
+        return SR_EINVAL;
+    }
+    if (r->code[0] == '\0')
+        return SR_EINVAL;
+    MDB_val key = {strlen(r->code), r->code}, v;
+    if (mdb_get(txn, s->dbi[DB_MSGS], &key, &v) != 0)
+        return SR_ENOTFOUND;
+    Sr__StoredMessage *m =
+        sr__stored_message__unpack(NULL, v.mv_size, v.mv_data);
+    if (m == NULL)
+        store_die("stored message undecodable", MDB_CORRUPTED);
+    for (size_t j = 0; j < r->n_rcpts; j++) {
+        if (r->rcpts[j] >= m->n_rcpts) {
+            sr__stored_message__free_unpacked(m, NULL);
+            return SR_EINVAL;
+        }
+    }
+    int changed = 0;
+    uint8_t k[600];
+    char sk[600];
+    for (size_t j = 0; j < r->n_rcpts; j++) {
+        unsigned i = r->rcpts[j];
+        Sr__StoredRcpt *rc = m->rcpts[i];
+        if (rc->state != RCPT_QUEUED && rc->state != RCPT_DEFERRED)
+            continue; /* no longer pending: a duplicate result */
+        unsigned shard = shard_of_rcpt(rc->address);
+        del(txn, s->dbi[DB_DUE], k,
+            due_key(k, sizeof k, shard, rc->due_ms, r->code, i));
+        del(txn, s->dbi[DB_IDX_STATE], sk,
+            state_key(sk, sizeof sk, rc->state, r->code, i));
+        store_count_add(s, txn, count_name(rc->state), -1);
+        rc->state = target;
+        rc->attempts++;
+        /* protobuf-c points absent strings at a shared constant */
+        if (rc->last_reply != protobuf_c_empty_string)
+            free(rc->last_reply);
+        rc->last_reply = strdup(r->reply);
+        if (rc->last_reply == NULL)
+            store_die("apply", ENOMEM);
+        if (target == RCPT_DEFERRED) {
+            uint64_t due =
+                r->next_attempt_ms > time_ms ? r->next_attempt_ms : time_ms;
+            rc->due_ms = due;
+            store_put(txn, s->dbi[DB_DUE], k,
+                      due_key(k, sizeof k, shard, due, r->code, i), "", 0);
+        } else {
+            rc->due_ms = 0;
+            rc->done_at_ms = time_ms;
+        }
+        store_put(txn, s->dbi[DB_IDX_STATE], sk,
+                  state_key(sk, sizeof sk, target, r->code, i), "", 0);
+        store_count_add(s, txn, count_name(target), 1);
+        Sr__Event e = SR__EVENT__INIT;
+        e.code = r->code;
+        e.rcpt = i;
+        e.address = rc->address;
+        e.type = r->outcome;
+        e.reply = r->reply;
+        e.time_ms = time_ms;
+        e.node = r->node;
+        e.mx = r->mx;
+        e.customer = m->accept->customer;
+        add_event(s, txn, &e);
+        changed++;
+    }
+    if (changed)
+        put_msg(s, txn, r->code, m);
+    sr__stored_message__free_unpacked(m, NULL);
+    return changed ? 0 : SR_EEXIST;
+}
+
+/* ---- reads ---- */
+
+void dqueue_shards(struct queue_store *s, uint64_t owners[SHARD_COUNT],
+                   uint64_t *epoch)
+{
+    memset(owners, 0, sizeof(uint64_t) * SHARD_COUNT);
+    *epoch = 0;
+    MDB_txn *txn;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+        return;
+    Sr__StoredShards *t = load_shards(s, txn);
+    if (t != NULL) {
+        memcpy(owners, t->owners, sizeof(uint64_t) * SHARD_COUNT);
+        *epoch = t->epoch;
+        sr__stored_shards__free_unpacked(t, NULL);
+    }
+    mdb_txn_abort(txn);
+}
+
+size_t dqueue_leases(struct queue_store *s, uint64_t *nodes, uint64_t *expiry,
+                     size_t cap)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    size_t n = 0;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+        return 0;
+    if (mdb_cursor_open(txn, s->dbi[DB_META], &cur) == 0) {
+        MDB_val k = {6, "lease:"}, v;
+        int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        while (rc == 0 && n < cap && k.mv_size > 6 &&
+               memcmp(k.mv_data, "lease:", 6) == 0) {
+            char num[32];
+            size_t l =
+                k.mv_size - 6 < sizeof num - 1 ? k.mv_size - 6 : sizeof num - 1;
+            memcpy(num, (char *)k.mv_data + 6, l);
+            num[l] = 0;
+            if (v.mv_size == 8) {
+                nodes[n] = strtoull(num, NULL, 10);
+                expiry[n] = get_be64(v.mv_data);
+                n++;
+            }
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        }
+        mdb_cursor_close(cur);
+    }
+    mdb_txn_abort(txn);
+    return n;
+}
+
+size_t dqueue_due(struct queue_store *s, uint64_t shard_mask, uint64_t now_ms,
+                  size_t limit,
+                  void (*fn)(void *ud, const char *code, unsigned rcpt,
+                             uint64_t due_ms),
+                  void *ud)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    size_t n = 0;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+        return 0;
+    if (mdb_cursor_open(txn, s->dbi[DB_DUE], &cur) != 0) {
+        mdb_txn_abort(txn);
+        return 0;
+    }
+    for (unsigned sh = 0; sh < SHARD_COUNT && n < limit; sh++) {
+        if (!(shard_mask >> sh & 1))
+            continue;
+        uint8_t start = (uint8_t)sh;
+        MDB_val k = {1, &start}, v;
+        int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        while (rc == 0 && n < limit) {
+            const uint8_t *p = k.mv_data;
+            if (k.mv_size < 11 || p[0] != sh)
+                break;
+            uint64_t due = get_be64(p + 1);
+            if (due > now_ms)
+                break;
+            /* code NUL rcpt */
+            const char *code = (const char *)p + 9;
+            size_t rest = k.mv_size - 9;
+            const char *nul = memchr(code, 0, rest);
+            if (nul != NULL) {
+                char cbuf[256], nbuf[16];
+                size_t cl = (size_t)(nul - code);
+                size_t nl = rest - cl - 1;
+                if (cl < sizeof cbuf && nl > 0 && nl < sizeof nbuf) {
+                    memcpy(cbuf, code, cl);
+                    cbuf[cl] = 0;
+                    memcpy(nbuf, nul + 1, nl);
+                    nbuf[nl] = 0;
+                    fn(ud, cbuf, (unsigned)strtoul(nbuf, NULL, 10), due);
+                    n++;
+                }
+            }
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        }
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return n;
+}
+
+uint64_t dqueue_events(struct queue_store *s, uint64_t after, size_t limit,
+                       void (*fn)(void *ud, uint64_t seq, const Sr__Event *e),
+                       void *ud)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    uint64_t last = after;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+        return last;
+    if (mdb_cursor_open(txn, s->dbi[DB_EVENTS], &cur) == 0) {
+        uint8_t start[8];
+        be64(start, after + 1);
+        MDB_val k = {8, start}, v;
+        int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        size_t n = 0;
+        while (rc == 0 && n < limit && k.mv_size == 8) {
+            Sr__Event *e = sr__event__unpack(NULL, v.mv_size, v.mv_data);
+            if (e != NULL) {
+                last = get_be64(k.mv_data);
+                fn(ud, last, e);
+                sr__event__free_unpacked(e, NULL);
+                n++;
+            }
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        }
+        mdb_cursor_close(cur);
+    }
+    mdb_txn_abort(txn);
+    return last;
+}

@@ -22,14 +22,18 @@
 #include "queue/policy.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <jansson.h>
 #include <libfyaml.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
+#include <uv.h>
 #include <string.h>
 
+#include "node/config.h"
 #include "node/errors.h"
 #include "node/yamlsafe.h"
 
@@ -186,7 +190,25 @@ void policy_free(struct policy *p)
         free(p->customers[i].users);
     }
     free(p->customers);
+    for (unsigned i = 0; i < p->n_routes; i++) {
+        free(p->routes[i].domain);
+        free(p->routes[i].host);
+    }
+    free(p->routes);
     free(p);
+}
+
+const struct policy_route *policy_route_for(const struct policy *p,
+                                            const char *domain)
+{
+    const struct policy_route *star = NULL;
+    for (unsigned i = 0; p != NULL && i < p->n_routes; i++) {
+        if (strcasecmp(p->routes[i].domain, domain) == 0)
+            return &p->routes[i];
+        if (strcmp(p->routes[i].domain, "*") == 0)
+            star = &p->routes[i];
+    }
+    return star;
 }
 
 /* ---- JSON validation ------------------------------------------------------
@@ -459,6 +481,117 @@ static int check_unique(const struct policy *p, char *err, size_t errlen)
                   dup, p->customers[dup].name, first);
 }
 
+static bool valid_domain(const char *d)
+{
+    size_t n = strlen(d), label = 0;
+    if (n == 0 || n > 253)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = d[i];
+        if (c == '.') {
+            if (label == 0 || d[i - 1] == '-')
+                return false;
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                   (c == '-' && label > 0)) {
+            if (++label > 63)
+                return false;
+        } else {
+            return false;
+        }
+    }
+    return label > 0 && d[n - 1] != '-';
+}
+
+static int parse_route(json_t *obj, unsigned idx, struct policy_route *r,
+                       char *err, size_t errlen)
+{
+    if (!json_is_object(obj))
+        return sr_err(err, errlen, SR_EINVAL, "routes[%u]: must be an object",
+                      idx);
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        if (strcmp(key, "domain") && strcmp(key, "host") &&
+            strcmp(key, "tls")) {
+            char shown[80];
+            sr_sanitize(shown, sizeof shown, key, strlen(key));
+            return sr_err(err, errlen, SR_EINVAL, "routes[%u].%s: unknown key",
+                          idx, shown);
+        }
+    }
+    v = json_object_get(obj, "domain");
+    if (!json_is_string(v))
+        return sr_err(err, errlen, SR_EINVAL,
+                      "routes[%u].domain: required, a domain or \"*\"", idx);
+    char dom[256];
+    snprintf(dom, sizeof dom, "%s", json_string_value(v));
+    for (char *c = dom; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    if (strcmp(dom, "*") != 0 && !valid_domain(dom))
+        return sr_err(err, errlen, SR_EINVAL,
+                      "routes[%u].domain: not a domain name", idx);
+    v = json_object_get(obj, "host");
+    char host[128];
+    int port;
+    struct sockaddr_storage ss;
+    if (!json_is_string(v) ||
+        config_split_address(json_string_value(v), host, sizeof host, &port) !=
+            0 ||
+        (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+         uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0))
+        return sr_err(err, errlen, SR_EINVAL,
+                      "routes[%u].host: must be IP:port (\"[v6]:port\")", idx);
+    r->tls = POLICY_TLS_DEFAULT;
+    v = json_object_get(obj, "tls");
+    if (v != NULL) {
+        const char *t = json_is_string(v) ? json_string_value(v) : "";
+        if (strcmp(t, "none") == 0)
+            r->tls = POLICY_TLS_NONE;
+        else if (strcmp(t, "may") == 0)
+            r->tls = POLICY_TLS_MAY;
+        else if (strcmp(t, "require") == 0)
+            r->tls = POLICY_TLS_REQUIRE;
+        else
+            return sr_err(err, errlen, SR_EINVAL,
+                          "routes[%u].tls: must be none, may or require", idx);
+    }
+    r->domain = strdup(dom);
+    r->host = strdup(host);
+    r->port = (unsigned)port;
+    if (r->domain == NULL || r->host == NULL)
+        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+    return 0;
+}
+
+static int parse_routes(json_t *list, struct policy *p, char *err,
+                        size_t errlen)
+{
+    if (list == NULL)
+        return 0;
+    size_t n = json_array_size(list);
+    if (!json_is_array(list) || n > 10000)
+        return sr_err(err, errlen, SR_EINVAL,
+                      "routes: must be an array of at most 10000 routes");
+    p->routes = calloc(n ? n : 1, sizeof *p->routes);
+    if (p->routes == NULL)
+        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        p->n_routes = (unsigned)(i + 1);
+        int rc = parse_route(json_array_get(list, i), (unsigned)i,
+                             &p->routes[i], err, errlen);
+        if (rc != 0)
+            return rc;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(p->routes[j].domain, p->routes[i].domain) == 0)
+                return sr_err(err, errlen, SR_EINVAL,
+                              "routes[%zu].domain: %s has a route already", i,
+                              p->routes[i].domain);
+    }
+    return 0;
+}
+
 static int parse_root(json_t *root, struct policy *p, char *err, size_t errlen)
 {
     if (!json_is_object(root))
@@ -468,7 +601,7 @@ static int parse_root(json_t *root, struct policy *p, char *err, size_t errlen)
     json_t *v;
     json_object_foreach(root, key, v)
     {
-        if (strcmp(key, "customers") != 0) {
+        if (strcmp(key, "customers") != 0 && strcmp(key, "routes") != 0) {
             char shown[80];
             sr_sanitize(shown, sizeof shown, key, strlen(key));
             return sr_err(err, errlen, SR_EINVAL, "%s: unknown key", shown);
@@ -494,6 +627,9 @@ static int parse_root(json_t *root, struct policy *p, char *err, size_t errlen)
         if (rc != 0)
             return rc;
     }
+    int rc = parse_routes(json_object_get(root, "routes"), p, err, errlen);
+    if (rc != 0)
+        return rc;
     return check_unique(p, err, errlen);
 }
 

@@ -16,7 +16,9 @@
  *                      "require_tls": false,
  *                      "users": [ { "name": "app",
  *                                   "password": "pbkdf2-sha256$..." } ],
- *                      "require_auth": false } ] }
+ *                      "require_auth": false } ],
+ *     "routes": [ { "domain": "example.org", "host": "192.0.2.7:2525",
+ *                   "tls": "none" } ] }
  *
  * Ownership: struct policy owns everything in it; policy_free() frees it.
  * Immutable after parsing, so it can be shared read-only.
@@ -59,10 +61,33 @@ struct policy_customer {
                              customer */
 };
 
+/* A transport override for a destination domain (like Postfix's
+ * transport map with "[ip]:port"): deliver there instead of looking up MX
+ * records. domain "*" matches every domain without a route of its own. */
+enum policy_tls {
+    POLICY_TLS_DEFAULT,
+    POLICY_TLS_NONE,
+    POLICY_TLS_MAY,
+    POLICY_TLS_REQUIRE
+};
+
+struct policy_route {
+    char *domain; /* lower case, or "*" */
+    char *host;   /* numeric IP, IPv6 without brackets */
+    unsigned port;
+    enum policy_tls tls; /* DEFAULT: the node's delivery.tls */
+};
+
 struct policy {
     struct policy_customer *customers;
     unsigned n_customers;
+    struct policy_route *routes;
+    unsigned n_routes;
 };
+
+/* The route for domain (case-insensitive), else the "*" route, else NULL. */
+const struct policy_route *policy_route_for(const struct policy *p,
+                                            const char *domain);
 
 int policy_parse_json(const char *json, size_t len, struct policy **out,
                       char *err, size_t errlen);

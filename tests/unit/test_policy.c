@@ -139,6 +139,24 @@ static const struct err_case err_cases[] = {
     {"[]", SR_EINVAL, "policy: must be an object"},
     {"null", SR_EINVAL, "policy: must be an object"},
     {"{}", SR_EINVAL, "customers: required"},
+    {"{\"customers\":[{\"name\":\"a\"}],\"routes\":{}}", SR_EINVAL,
+     "routes: must be an array"},
+    {"{\"customers\":[{\"name\":\"a\"}],\"routes\":[{\"domain\":"
+     "\"x..org\",\"host\":\"127.0.0.1:25\"}]}",
+     SR_EINVAL, "routes[0].domain: not a domain name"},
+    {"{\"customers\":[{\"name\":\"a\"}],\"routes\":[{\"domain\":"
+     "\"x.org\",\"host\":\"mx.x.org:25\"}]}",
+     SR_EINVAL, "routes[0].host: must be IP:port"},
+    {"{\"customers\":[{\"name\":\"a\"}],\"routes\":[{\"domain\":"
+     "\"x.org\",\"host\":\"127.0.0.1:25\",\"tls\":\"yes\"}]}",
+     SR_EINVAL, "routes[0].tls: must be none, may or require"},
+    {"{\"customers\":[{\"name\":\"a\"}],\"routes\":[{\"domain\":"
+     "\"x.org\",\"host\":\"127.0.0.1:25\"},{\"domain\":\"X.org\","
+     "\"host\":\"127.0.0.1:26\"}]}",
+     SR_EINVAL, "routes[1].domain: x.org has a route already"},
+    {"{\"customers\":[{\"name\":\"a\"}],\"routes\":[{\"domain\":"
+     "\"x.org\",\"host\":\"127.0.0.1:25\",\"via\":1}]}",
+     SR_EINVAL, "routes[0].via: unknown key"},
     {"{\"customers\":[]}", SR_EINVAL, "customers: must be a non-empty array"},
     {"{\"customers\":{}}", SR_EINVAL, "customers: must be a non-empty array"},
     {"{\"customers\":[{\"name\":\"a\"}],\"version\":1}", SR_EINVAL,
@@ -669,11 +687,40 @@ static void test_round_trip(void **state)
     free(json);
 }
 
+static void test_routes(void **state)
+{
+    (void)state;
+    const char *j = "{\"customers\":[{\"name\":\"a\"}],\"routes\":["
+                    "{\"domain\":\"Example.ORG\",\"host\":\"127.0.0.1:2600\","
+                    "\"tls\":\"none\"},"
+                    "{\"domain\":\"*\",\"host\":\"[::1]:2525\"}]}";
+    struct policy *p;
+    char err[256];
+    assert_int_equal(policy_parse_json(j, strlen(j), &p, err, sizeof err), 0);
+    assert_int_equal(p->n_routes, 2);
+    const struct policy_route *r = policy_route_for(p, "EXAMPLE.org");
+    assert_non_null(r);
+    assert_string_equal(r->domain, "example.org");
+    assert_string_equal(r->host, "127.0.0.1");
+    assert_int_equal(r->port, 2600);
+    assert_int_equal(r->tls, POLICY_TLS_NONE);
+    r = policy_route_for(p, "other.net");
+    assert_non_null(r);
+    assert_string_equal(r->host, "::1");
+    assert_int_equal(r->tls, POLICY_TLS_DEFAULT);
+    policy_free(p);
+    const char *k = "{\"customers\":[{\"name\":\"a\"}]}";
+    assert_int_equal(policy_parse_json(k, strlen(k), &p, err, sizeof err), 0);
+    assert_null(policy_route_for(p, "example.org"));
+    policy_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_default_policy),
         cmocka_unit_test(test_good),
+        cmocka_unit_test(test_routes),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_cidr),
         cmocka_unit_test(test_match),

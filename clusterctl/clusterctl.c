@@ -3,7 +3,11 @@
  *
  * It speaks to one node's admin API (docs/ADMIN_API.md is the contract)
  * over HTTP/1.1 with the blocking client in http_client.c; every request
- * has a deadline, so a dead node gives an error line, never a hang.
+ * has a deadline, so a dead node gives an error line, never a hang. An
+ * address "https://HOST:PORT" means TLS, with the node's certificate
+ * checked against --ca FILE / $SMARTRELAY_CA (default: the system's CA
+ * store) and against HOST; "HOST:PORT" and "http://HOST:PORT" are plain
+ * HTTP.
  * Changes may be sent to any node: followers forward them to the leader.
  *
  * Output: readable tables by default; with -o json the server's JSON,
@@ -37,16 +41,22 @@
 #define EXIT_USAGE 2
 
 struct ctl {
-    const char *addr;
-    const char *token;
+    const char *addr;    /* HOST:PORT, without the scheme */
+    const char *token;   /* borrowed from argv or the environment */
+    const char *ca_file; /* --ca / $SMARTRELAY_CA; NULL: system store */
+    bool tls;            /* the address was https:// */
     bool json;
 };
 
 static const char usage_text[] =
-    "usage: clusterctl [-a HOST:PORT] [-t TOKEN] [-o table|json] COMMAND ...\n"
+    "usage: clusterctl [-a [https://]HOST:PORT] [--ca FILE] [-t TOKEN]\n"
+    "                  [-o table|json] COMMAND ...\n"
     "\n"
-    "  -a HOST:PORT   admin API of any node (default $SMARTRELAY_ADMIN or\n"
-    "                 " CTL_DEFAULT_ADDR ")\n"
+    "  -a ADDRESS     admin API of any node: HOST:PORT or http://HOST:PORT\n"
+    "                 for plain HTTP, https://HOST:PORT for TLS (default\n"
+    "                 $SMARTRELAY_ADMIN or " CTL_DEFAULT_ADDR ")\n"
+    "  --ca FILE      with https://: trust the CA certificates in FILE (PEM)\n"
+    "                 (default $SMARTRELAY_CA, else the system's CA store)\n"
     "  -t TOKEN       bearer token (default $SMARTRELAY_TOKEN)\n"
     "  -o table|json  output format (default table)\n"
     "\n"
@@ -255,6 +265,8 @@ static int ctl_call(const struct ctl *ctl, const char *method, const char *path,
         .method = method,
         .path = path,
         .token = ctl->token,
+        .tls = ctl->tls,
+        .ca_file = ctl->ca_file,
         .content_type = body != NULL ? "application/json" : NULL,
         .body = body,
         .body_len = body != NULL ? strlen(body) : 0,
@@ -773,12 +785,41 @@ static int cmd_digest(const struct ctl *ctl)
     return 0;
 }
 
+/* "https://H:P" -> TLS to "H:P"; "http://H:P" and "H:P" -> plain. The
+ * scheme is case-insensitive; one trailing '/' is allowed (a pasted URL),
+ * a path is not. Returns false for an unknown scheme or a path. */
+static bool parse_admin_url(struct ctl *ctl, const char *url, char *buf,
+                            size_t buflen)
+{
+    ctl->tls = false;
+    if (strncasecmp(url, "https://", 8) == 0) {
+        ctl->tls = true;
+        url += 8;
+    } else if (strncasecmp(url, "http://", 7) == 0) {
+        url += 7;
+    } else if (strstr(url, "://") != NULL) {
+        return false;
+    }
+    size_t n = strlen(url);
+    if (n > 0 && url[n - 1] == '/')
+        n--;
+    if (n == 0 || n >= buflen || memchr(url, '/', n) != NULL)
+        return false;
+    memcpy(buf, url, n);
+    buf[n] = '\0';
+    ctl->addr = buf;
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     struct ctl ctl = {
         .addr = getenv("SMARTRELAY_ADMIN"),
         .token = getenv("SMARTRELAY_TOKEN"),
+        .ca_file = getenv("SMARTRELAY_CA"),
     };
+    if (ctl.ca_file != NULL && ctl.ca_file[0] == '\0')
+        ctl.ca_file = NULL;
     if (ctl.addr == NULL || ctl.addr[0] == '\0')
         ctl.addr = CTL_DEFAULT_ADDR;
     if (ctl.token != NULL && ctl.token[0] == '\0')
@@ -794,9 +835,10 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {"role", required_argument, NULL, 'r'},
         {"limit", required_argument, NULL, 'l'},
+        {"ca", required_argument, NULL, 'c'},
         {NULL, 0, NULL, 0},
     };
-    const char *role = NULL, *limit = NULL;
+    const char *role = NULL, *limit = NULL, *ca_opt = NULL;
     int opt;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "a:t:o:h", longopts, NULL)) != -1) {
@@ -813,6 +855,9 @@ int main(int argc, char **argv)
         case 'l':
             limit = optarg;
             break;
+        case 'c':
+            ca_opt = optarg;
+            break;
         case 'o':
             if (strcmp(optarg, "json") == 0)
                 ctl.json = true;
@@ -826,9 +871,10 @@ int main(int argc, char **argv)
             return 0;
         case ':':
         default:
-            if (optopt == 'r' || optopt == 'l')
-                return ctl_usage("--%s needs a value",
-                                 optopt == 'r' ? "role" : "limit");
+            if (optopt == 'r' || optopt == 'l' || optopt == 'c')
+                return ctl_usage("--%s needs a value", optopt == 'r'   ? "role"
+                                                       : optopt == 'l' ? "limit"
+                                                                       : "ca");
             if (optopt != 0 && strchr("ato", optopt) != NULL)
                 return ctl_usage("-%c needs a value", optopt);
             return ctl_usage("unknown option \"%s\"", argv[optind - 1]);
@@ -836,6 +882,22 @@ int main(int argc, char **argv)
     }
     argc -= optind;
     argv += optind;
+    char addr_buf[512];
+    if (!parse_admin_url(&ctl, ctl.addr, addr_buf, sizeof addr_buf))
+        return ctl_usage("bad admin address \"%s\" (want HOST:PORT, "
+                         "http://HOST:PORT or https://HOST:PORT)",
+                         ctl.addr);
+    if (ca_opt != NULL) {
+        /* An explicit --ca with a plain address most likely means the
+         * operator believes the token travels encrypted: say it does not. */
+        if (!ctl.tls)
+            return ctl_usage("--ca goes with an https:// address (\"%s\" "
+                             "is plain HTTP)",
+                             ctl.addr);
+        if (ca_opt[0] == '\0')
+            return ctl_usage("--ca needs a file name");
+        ctl.ca_file = ca_opt;
+    }
     if (argc == 0) {
         fputs(usage_text, stderr);
         return EXIT_USAGE;

@@ -12,12 +12,26 @@
  * by Content-Length or by connection close (we always send "Connection:
  * close"). Interim 1xx responses are skipped. Transfer-Encoding is refused
  * because our admin server never uses it.
+ *
+ * TLS (req->tls): OpenSSL on the same non-blocking socket; every
+ * SSL_connect/SSL_write/SSL_read that wants the network waits in hc_wait()
+ * for what OpenSSL asked (read or write), under the same deadline. The
+ * server's certificate must chain to req->ca_file (or the system store)
+ * and name the host we dialled: SSL_set1_host() for a DNS name (also sent
+ * as SNI), X509_VERIFY_PARAM_set1_ip_asc() for an IP literal. TLS 1.2 is
+ * the minimum. A missing close_notify at the end is not an error
+ * (SSL_OP_IGNORE_UNEXPECTED_EOF): the node closes with a TCP shutdown, and
+ * a body cut short is still caught by its Content-Length.
  */
 #include "clusterctl/http_client.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -167,32 +181,219 @@ static int hc_connect(const char *addr, int64_t deadline, int timeout_ms,
                   strerror(last_errno));
 }
 
-static int hc_send_all(int fd, const char *buf, size_t len, int64_t deadline,
-                       const char *addr, int timeout_ms, char *err,
-                       size_t errlen)
+/* One connection: plain TCP, or TLS over it. */
+struct hc_conn {
+    int fd;
+    SSL_CTX *ctx; /* owned; NULL for plain TCP */
+    SSL *ssl;     /* owned; NULL for plain TCP */
+};
+
+#define HC_AGAIN (-100) /* wait for *ev, then retry */
+#define HC_FAIL (-101)  /* errno (plain) or ssl_err/OpenSSL queue (TLS) */
+
+static void hc_conn_close(struct hc_conn *c)
+{
+    SSL_free(c->ssl);
+    SSL_CTX_free(c->ctx);
+    if (c->fd >= 0)
+        close(c->fd);
+    c->ssl = NULL;
+    c->ctx = NULL;
+    c->fd = -1;
+}
+
+/* What an OpenSSL call's failure means for the loop: HC_AGAIN with *ev, 0
+ * for a clean end of stream, or HC_FAIL (*ssl_err keeps the kind). */
+static int hc_tls_result(struct hc_conn *c, int r, short *ev, int *ssl_err)
+{
+    int e = SSL_get_error(c->ssl, r);
+    *ssl_err = e;
+    if (e == SSL_ERROR_WANT_READ) {
+        *ev = POLLIN;
+        return HC_AGAIN;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        *ev = POLLOUT;
+        return HC_AGAIN;
+    }
+    if (e == SSL_ERROR_ZERO_RETURN)
+        return 0;
+    if (e == SSL_ERROR_SYSCALL && errno == 0)
+        errno = ECONNRESET;
+    return HC_FAIL;
+}
+
+/* One send step: bytes sent (> 0), HC_AGAIN or HC_FAIL. */
+static ssize_t hc_conn_send(struct hc_conn *c, const char *buf, size_t len,
+                            short *ev, int *ssl_err)
+{
+    *ssl_err = SSL_ERROR_NONE;
+    if (c->ssl != NULL) {
+        ERR_clear_error();
+        errno = 0;
+        int n = SSL_write(c->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+        if (n > 0)
+            return n;
+        int r = hc_tls_result(c, n, ev, ssl_err);
+        return r == 0 ? HC_FAIL : r;
+    }
+    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+    if (n > 0)
+        return n;
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
+        *ev = POLLOUT;
+        return HC_AGAIN;
+    }
+    return HC_FAIL;
+}
+
+/* One receive step: bytes read (> 0), 0 at the end of the stream,
+ * HC_AGAIN or HC_FAIL. */
+static ssize_t hc_conn_recv(struct hc_conn *c, char *buf, size_t len, short *ev,
+                            int *ssl_err)
+{
+    *ssl_err = SSL_ERROR_NONE;
+    if (c->ssl != NULL) {
+        ERR_clear_error();
+        errno = 0;
+        int n = SSL_read(c->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+        if (n > 0)
+            return n;
+        return hc_tls_result(c, n, ev, ssl_err);
+    }
+    ssize_t n = recv(c->fd, buf, len, 0);
+    if (n >= 0)
+        return n;
+    if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) {
+        *ev = POLLIN;
+        return HC_AGAIN;
+    }
+    return HC_FAIL;
+}
+
+/* The reason text of OpenSSL's oldest queued error ("No such file or
+ * directory"), or its full code when it has none. */
+static const char *hc_ossl_reason(char *buf, size_t len)
+{
+    unsigned long e = ERR_get_error();
+    const char *r = e != 0 ? ERR_reason_error_string(e) : "unknown error";
+    if (r != NULL)
+        return r;
+    ERR_error_string_n(e, buf, len);
+    return buf;
+}
+
+/* Why the last step failed, for an error line. */
+static const char *hc_conn_why(const struct hc_conn *c, int ssl_err, char *buf,
+                               size_t len)
+{
+    if (c->ssl != NULL && ERR_peek_error() != 0)
+        return hc_ossl_reason(buf, len);
+    if (c->ssl == NULL || ssl_err == SSL_ERROR_SYSCALL)
+        return strerror(errno);
+    return "TLS protocol error";
+}
+
+static int hc_send_all(struct hc_conn *c, const char *buf, size_t len,
+                       int64_t deadline, const char *addr, int timeout_ms,
+                       char *err, size_t errlen)
 {
     while (len > 0) {
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        short ev = 0;
+        int ssl_err;
+        ssize_t n = hc_conn_send(c, buf, len, &ev, &ssl_err);
         if (n > 0) {
             buf += n;
             len -= (size_t)n;
             continue;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int rc = hc_wait(fd, POLLOUT, deadline);
+        if (n == HC_AGAIN) {
+            int rc = hc_wait(c->fd, ev, deadline);
             if (rc == SR_ETIMEDOUT)
                 return sr_err(err, errlen, SR_ETIMEDOUT,
                               "timed out after %.3g s sending to %s",
                               timeout_ms / 1000.0, addr);
             if (rc == 0)
                 continue;
+            ssl_err = SSL_ERROR_SYSCALL;
         }
+        char why[256];
         return sr_err(err, errlen, SR_EIO, "cannot send to %s: %s", addr,
-                      strerror(errno));
+                      hc_conn_why(c, ssl_err, why, sizeof why));
     }
     return 0;
+}
+
+/* TLS over c->fd: handshake and verify the server's certificate for host
+ * (the name or IP literal in the address). */
+static int hc_tls_start(struct hc_conn *c, const char *host,
+                        const char *ca_file, const char *addr, int64_t deadline,
+                        int timeout_ms, char *err, size_t errlen)
+{
+    char why[256];
+    ERR_clear_error();
+    c->ctx = SSL_CTX_new(TLS_client_method());
+    if (c->ctx == NULL)
+        return sr_err(err, errlen, SR_ENOMEM, "TLS: cannot create context");
+    SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+    SSL_CTX_set_options(c->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+#endif
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+    if (ca_file != NULL) {
+        if (SSL_CTX_load_verify_locations(c->ctx, ca_file, NULL) != 1)
+            return sr_err(err, errlen, SR_EINVAL,
+                          "cannot load CA certificates from %s: %s", ca_file,
+                          hc_ossl_reason(why, sizeof why));
+    } else if (SSL_CTX_set_default_verify_paths(c->ctx) != 1) {
+        return sr_err(err, errlen, SR_EINVAL,
+                      "cannot load the system's CA certificates: %s",
+                      hc_ossl_reason(why, sizeof why));
+    }
+    c->ssl = SSL_new(c->ctx);
+    if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1)
+        return sr_err(err, errlen, SR_ENOMEM, "TLS: cannot create connection");
+    unsigned char ip[16];
+    bool is_ip =
+        inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+    int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host)
+                   : SSL_set1_host(c->ssl, host) &&
+                         SSL_set_tlsext_host_name(c->ssl, host);
+    if (ok != 1)
+        return sr_err(err, errlen, SR_EINVAL,
+                      "TLS: cannot check the certificate against \"%s\"", host);
+    for (;;) {
+        ERR_clear_error();
+        errno = 0;
+        int r = SSL_connect(c->ssl);
+        if (r == 1)
+            return 0;
+        short ev = 0;
+        int ssl_err;
+        int rc = hc_tls_result(c, r, &ev, &ssl_err);
+        if (rc == HC_AGAIN) {
+            rc = hc_wait(c->fd, ev, deadline);
+            if (rc == 0)
+                continue;
+            if (rc == SR_ETIMEDOUT)
+                return sr_err(err, errlen, SR_ETIMEDOUT,
+                              "timed out after %.3g s in the TLS handshake "
+                              "with %s",
+                              timeout_ms / 1000.0, addr);
+            ssl_err = SSL_ERROR_SYSCALL;
+        }
+        long vr = SSL_get_verify_result(c->ssl);
+        if (vr != X509_V_OK)
+            return sr_err(err, errlen, SR_EAUTH,
+                          "TLS handshake with %s failed: the server's "
+                          "certificate is not trusted: %s (CA: %s)",
+                          addr, X509_verify_cert_error_string(vr),
+                          ca_file != NULL ? ca_file : "the system store");
+        if (rc == 0) /* the server closed before finishing */
+            errno = ECONNRESET, ssl_err = SSL_ERROR_SYSCALL;
+        return sr_err(err, errlen, SR_EIO, "TLS handshake with %s failed: %s",
+                      addr, hc_conn_why(c, ssl_err, why, sizeof why));
+    }
 }
 
 /* True if s (a header value) is safe to put on a header line. */
@@ -325,9 +526,22 @@ int http_client_do(const struct http_client_request *req,
         return sr_err(err, errlen, SR_EINVAL,
                       "control characters in token, path or address");
 
+    struct hc_conn conn = {.fd = -1};
     int fd = hc_connect(req->addr, deadline, timeout_ms, err, errlen);
     if (fd < 0)
         return fd;
+    conn.fd = fd;
+    if (req->tls) {
+        char host[256], port[8];
+        /* hc_connect() has accepted the address, so this cannot fail. */
+        hc_split_addr(req->addr, host, sizeof(host), port, sizeof(port));
+        int rc = hc_tls_start(&conn, host, req->ca_file, req->addr, deadline,
+                              timeout_ms, err, errlen);
+        if (rc != 0) {
+            hc_conn_close(&conn);
+            return rc;
+        }
+    }
 
     /* The head; the body is sent separately so it is never copied. POST
      * and PUT always carry a Content-Length (RFC 9110 8.6). */
@@ -349,17 +563,17 @@ int http_client_do(const struct http_client_request *req,
                       ct != NULL ? "Content-Type: " : "", ct != NULL ? ct : "",
                       ct != NULL ? "\r\n" : "", cl);
     if (fn < 0) {
-        close(fd);
+        hc_conn_close(&conn);
         return sr_err(err, errlen, SR_ENOMEM, "out of memory");
     }
-    int rc = hc_send_all(fd, full, (size_t)fn, deadline, req->addr, timeout_ms,
-                         err, errlen);
+    int rc = hc_send_all(&conn, full, (size_t)fn, deadline, req->addr,
+                         timeout_ms, err, errlen);
     free(full);
     if (rc == 0 && req->body_len > 0)
-        rc = hc_send_all(fd, req->body, req->body_len, deadline, req->addr,
+        rc = hc_send_all(&conn, req->body, req->body_len, deadline, req->addr,
                          timeout_ms, err, errlen);
     if (rc != 0) {
-        close(fd);
+        hc_conn_close(&conn);
         return rc;
     }
 
@@ -371,11 +585,12 @@ int http_client_do(const struct http_client_request *req,
             rc = sr_err(err, errlen, SR_ENOMEM, "out of memory");
             break;
         }
-        ssize_t n = recv(fd, b.data + b.len, b.cap - b.len - 1, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            rc = hc_wait(fd, POLLIN, deadline);
+        short ev = 0;
+        int ssl_err;
+        ssize_t n = hc_conn_recv(&conn, b.data + b.len, b.cap - b.len - 1, &ev,
+                                 &ssl_err);
+        if (n == HC_AGAIN) {
+            rc = hc_wait(fd, ev, deadline);
             if (rc == SR_ETIMEDOUT) {
                 rc = sr_err(err, errlen, SR_ETIMEDOUT,
                             "timed out after %.3g s waiting for %s",
@@ -384,11 +599,14 @@ int http_client_do(const struct http_client_request *req,
             }
             if (rc == 0)
                 continue;
-            n = -1;
+            n = HC_FAIL;
+            ssl_err = SSL_ERROR_SYSCALL;
         }
         if (n < 0) {
-            rc = sr_err(err, errlen, SR_EIO, "cannot read from %s: %s",
-                        req->addr, strerror(errno));
+            char why[256];
+            rc =
+                sr_err(err, errlen, SR_EIO, "cannot read from %s: %s",
+                       req->addr, hc_conn_why(&conn, ssl_err, why, sizeof why));
             break;
         }
         b.len += (size_t)n;
@@ -402,7 +620,7 @@ int http_client_do(const struct http_client_request *req,
         if (rc != 0)
             break;
     }
-    close(fd);
+    hc_conn_close(&conn);
     if (rc < 0) {
         free(b.data);
         return rc;

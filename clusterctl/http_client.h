@@ -1,9 +1,10 @@
 /*
  * http_client.h - a small blocking HTTP/1.1 client for clusterctl.
  *
- * One request per connection ("Connection: close"), over plain TCP. Every
- * step (connect, send, receive) runs under one overall deadline using
- * poll(2), so a dead or stalled node cannot hang the operator's shell.
+ * One request per connection ("Connection: close"), over plain TCP or TLS
+ * (OpenSSL, the server's certificate verified). Every step (connect, TLS
+ * handshake, send, receive) runs under one overall deadline using poll(2),
+ * so a dead or stalled node cannot hang the operator's shell.
  * Response bodies are framed by Content-Length or by the end of the
  * connection; chunked responses are refused (our server never sends them).
  *
@@ -32,7 +33,12 @@ struct http_client_request {
     const char *content_type; /* NULL: no Content-Type header */
     const char *body;         /* NULL with body_len 0: no body */
     size_t body_len;
-    int timeout_ms; /* whole exchange; 0: HTTP_CLIENT_DEFAULT_TIMEOUT_MS */
+    int timeout_ms;      /* whole exchange; 0: HTTP_CLIENT_DEFAULT_TIMEOUT_MS */
+    int tls;             /* non-zero: HTTPS; the server's certificate must chain
+                            to ca_file and name the host of addr (DNS name or IP
+                            address), else the call fails with SR_EAUTH */
+    const char *ca_file; /* PEM file of trusted CAs; NULL: the system's
+                            default store */
 };
 
 struct http_client_response {
@@ -45,7 +51,9 @@ struct http_client_response {
  * including 4xx/5xx), or a negative SR_E* code with a one-line err such as
  * "cannot connect to 127.0.0.1:8080: Connection refused" (SR_EIO),
  * "timed out after 10 s talking to 127.0.0.1:8080" (SR_ETIMEDOUT),
- * "bad address ..." (SR_EINVAL), or "bad response from ..." (SR_EPARSE). */
+ * "bad address ..." (SR_EINVAL), "bad response from ..." (SR_EPARSE), or
+ * "TLS handshake with 127.0.0.1:8443 failed: the server's certificate is
+ * not trusted: self-signed certificate (CA: ca.pem)" (SR_EAUTH). */
 int http_client_do(const struct http_client_request *req,
                    struct http_client_response *resp, char *err, size_t errlen);
 void http_client_response_free(struct http_client_response *resp);

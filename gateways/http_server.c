@@ -8,15 +8,32 @@
  * out in request order by construction. After the answer the next buffered
  * request (if any) is parsed before more bytes are read.
  *
- * What it does not do: TLS, chunked bodies (the parser refuses them with
- * 501), routing or authentication (the handler's job), name resolution
- * (the listen address must be numeric).
+ * TLS (http_server_set_tls): every connection accepted after it is TLS
+ * from its first byte, on the memory-BIO wrapper of gateways/tls.h.
+ * Ciphertext read from the socket goes through tls_conn_feed(); the
+ * plaintext of one read is gathered in the server's pbuf and then handed to
+ * conn_pump() exactly like plaintext bytes from the socket, so parsing,
+ * dispatch, pipelining and back-pressure are the same code for both. Every
+ * answer goes through conn_write(), which for TLS encrypts it and queues
+ * the ciphertext (and handshake records, alerts, session tickets: anything
+ * tls_conn_drain() gives) on the socket.
+ *
+ * What it does not do: chunked bodies (the parser refuses them with 501),
+ * routing or authentication (the handler's job), name resolution (the
+ * listen address must be numeric), client certificates, close_notify (a
+ * Connection: close answer ends with a TCP shutdown; our answers always
+ * carry a Content-Length, so a client never needs the EOF to frame them).
  *
  * How it fails: a parse error is answered with its status and
  * {"error":...}, then the connection is shut down; a socket error or the
- * idle timeout closes the connection silently. A connection closed while
- * the handler holds its request stays allocated (detached from its
- * handles) until the handler calls http_reply(), which then only frees it.
+ * idle timeout closes the connection silently. A TLS handshake that fails
+ * (a protocol error, a plaintext client, a client that rejects our
+ * certificate) ends the connection: the alert OpenSSL made, if any, is
+ * sent, then it closes as after "Connection: close". A TLS error after the
+ * handshake (including the peer's close_notify) counts as the peer's EOF.
+ * A connection closed while the handler holds its request stays allocated
+ * (detached from its handles) until the handler calls http_reply(), which
+ * then only frees it.
  *
  * Closing: after "Connection: close" we shut down the write side and keep
  * reading (and discarding) for LINGER_MS, because closing a socket with
@@ -26,7 +43,10 @@
  *
  * Loop thread only. Every socket has a timer: idle_ms while waiting for the
  * peer (read or write), LINGER_MS while lingering, none while the handler
- * works (that is the application's deadline, not the peer's).
+ * works (that is the application's deadline, not the peer's). During a
+ * TLS handshake the timer started at accept is not restarted by traffic:
+ * the whole handshake must finish within idle_ms, so a peer trickling
+ * handshake bytes cannot hold a connection.
  */
 #include "gateways/http_server.h"
 
@@ -36,6 +56,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateways/tls.h"
 #include "node/errors.h"
 
 #define HTTP_DEFAULT_MAX_HEADER (16 * 1024)
@@ -69,6 +90,13 @@ struct http_server {
     void (*close_cb)(void *);
     void *close_arg;
 
+    struct tls_ctx *tls; /* owned; NULL = plaintext. Conns accepted while
+                            set are TLS. */
+    /* The plaintext of one TLS read, gathered before it is pumped (shared
+     * like rbuf; owned, grows as needed). */
+    char *pbuf;
+    size_t pbuf_len, pbuf_cap;
+
     /* One read buffer for all connections: the parser copies what it
      * keeps, and libuv runs alloc_cb/read_cb pairs one at a time. */
     char rbuf[64 * 1024];
@@ -81,6 +109,7 @@ struct http_conn {
     uv_timer_t timer;
     uv_shutdown_t shutdown_req;
     struct http_parser *p;
+    struct tls_conn *tls; /* owned; NULL = plaintext */
     /* The request the handler holds: it must outlive the handler call
      * (borrowed until http_reply), so it cannot live on conn_pump's stack. */
     struct http_request req;
@@ -97,11 +126,15 @@ struct http_conn {
     bool write_blocked; /* paused until the write queue drains to LOW */
     bool shut_done;     /* the shutdown completed; lingering */
     bool closing;       /* uv_close() was called on the handles */
+    bool tls_failed;    /* the peer broke TLS; no more feeding */
 };
 
+/* One uv_write: the bytes are data[] (plaintext answers), or ext when set
+ * (ciphertext from tls_conn_drain; owned, freed with the request). */
 struct http_wreq {
     uv_write_t req;
     struct http_conn *c;
+    char *ext;
     size_t len;
     char data[];
 };
@@ -186,6 +219,10 @@ static void server_maybe_finish(struct http_server *s)
         return;
     void (*cb)(void *) = s->close_cb;
     void *arg = s->close_arg;
+    /* Conns still pending keep their SSL, which holds its own reference
+     * to the SSL_CTX. */
+    tls_ctx_free(s->tls);
+    free(s->pbuf);
     free(s);
     if (cb != NULL)
         cb(arg);
@@ -210,7 +247,15 @@ static void on_failed_listener_closed(uv_handle_t *h)
 static void conn_free(struct http_conn *c)
 {
     http_parser_free(c->p);
+    tls_conn_free(c->tls);
     free(c);
+}
+
+/* False while a TLS handshake is in progress: then traffic does not
+ * restart the timer (see the top of the file). */
+static bool conn_handshaken(const struct http_conn *c)
+{
+    return c->tls == NULL || tls_conn_established(c->tls);
 }
 
 static void on_conn_handle_closed(uv_handle_t *h)
@@ -317,6 +362,7 @@ static void on_write(uv_write_t *req, int status)
 {
     struct http_wreq *w = req->data;
     struct http_conn *c = w->c;
+    free(w->ext);
     free(w);
     /* Write callbacks run before the close callback, so c is alive. */
     if (status < 0) {
@@ -325,7 +371,7 @@ static void on_write(uv_write_t *req, int status)
     }
     /* The peer is reading: a slow reader is not an idle one. While the
      * handler works there is no timer, and lingering keeps its own. */
-    if (!c->closing && !c->pending && !c->shut_done)
+    if (!c->closing && !c->pending && !c->shut_done && conn_handshaken(c))
         conn_timer(c, c->s->idle_ms);
     if (c->write_blocked && !c->closing &&
         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <=
@@ -335,16 +381,54 @@ static void on_write(uv_write_t *req, int status)
     }
 }
 
-/* Takes ownership of w. */
-static void conn_write(struct http_conn *c, struct http_wreq *w)
+/* Puts w's bytes on the socket. Takes ownership of w. */
+static void conn_queue(struct http_conn *c, struct http_wreq *w)
 {
     w->c = c;
     w->req.data = w;
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+    uv_buf_t b =
+        uv_buf_init(w->ext != NULL ? w->ext : w->data, (unsigned)w->len);
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+        free(w->ext);
         free(w);
         conn_close(c);
     }
+}
+
+/* Queues whatever ciphertext the TLS engine has for the peer. */
+static void conn_tls_flush(struct http_conn *c)
+{
+    char *out;
+    size_t n;
+    while (!c->closing && (n = tls_conn_drain(c->tls, &out)) > 0) {
+        struct http_wreq *w = malloc(sizeof(*w));
+        if (w == NULL) {
+            free(out);
+            conn_close(c);
+            return;
+        }
+        w->ext = out;
+        w->len = n;
+        conn_queue(c, w);
+    }
+}
+
+/* Sends the plaintext in w (encrypted on a TLS connection). Takes ownership
+ * of w. */
+static void conn_write(struct http_conn *c, struct http_wreq *w)
+{
+    w->ext = NULL;
+    if (c->tls == NULL) {
+        conn_queue(c, w);
+        return;
+    }
+    int rc = tls_conn_write(c->tls, w->data, w->len);
+    free(w);
+    if (rc != 0) {
+        conn_close(c);
+        return;
+    }
+    conn_tls_flush(c);
 }
 
 static void conn_send(struct http_conn *c, int status, const char *ctype,
@@ -494,6 +578,65 @@ static void conn_pump(struct http_conn *c, const char *data, size_t len)
     c->pumping = false;
 }
 
+static void on_plain(void *ud, const char *buf, size_t len)
+{
+    struct http_conn *c = ud;
+    struct http_server *s = c->s;
+    if (c->tls_failed)
+        return;
+    if (s->pbuf_len + len > s->pbuf_cap) {
+        size_t cap = s->pbuf_cap ? s->pbuf_cap : sizeof(s->rbuf);
+        while (cap < s->pbuf_len + len)
+            cap *= 2;
+        char *nb = realloc(s->pbuf, cap);
+        if (nb == NULL) {
+            c->tls_failed = true;
+            return;
+        }
+        s->pbuf = nb;
+        s->pbuf_cap = cap;
+    }
+    memcpy(s->pbuf + s->pbuf_len, buf, len);
+    s->pbuf_len += len;
+}
+
+/* Ciphertext from the socket: decrypt, answer the handshake, pump the
+ * plaintext. */
+static void conn_tls_read(struct http_conn *c, const char *data, size_t len)
+{
+    struct http_server *s = c->s;
+    s->pbuf_len = 0;
+    int rc = tls_conn_feed(c->tls, data, len, on_plain, c);
+    if (c->tls_failed) { /* on_plain ran out of memory */
+        conn_close(c);
+        return;
+    }
+    conn_tls_flush(c); /* handshake records, alerts, session tickets */
+    if (c->closing)
+        return;
+    if (!tls_conn_established(c->tls)) {
+        /* Still handshaking (the accept-time timer runs on), or failed:
+         * send the alert, then close. */
+        if (rc != 0) {
+            c->tls_failed = true;
+            conn_drain(c);
+        }
+        return;
+    }
+    conn_timer(c, s->idle_ms);
+    if (rc != 0) {
+        /* close_notify or a broken record: the peer has finished. What
+         * it sent before still counts, like bytes before a TCP EOF. */
+        c->tls_failed = true;
+        c->eof = true;
+        conn_read_stop(c);
+    }
+    if (s->pbuf_len > 0)
+        conn_pump(c, s->pbuf, s->pbuf_len);
+    else if (c->eof)
+        conn_pump(c, NULL, 0);
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     struct http_conn *c = st->data;
@@ -516,6 +659,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->draining)
         return; /* lingering: discard */
+    if (c->tls != NULL) {
+        conn_tls_read(c, buf->base, (size_t)nread);
+        return;
+    }
     conn_timer(c, c->s->idle_ms);
     conn_pump(c, buf->base, (size_t)nread);
 }
@@ -554,6 +701,10 @@ static void on_connection(uv_stream_t *ls, int status)
     }
     c->p = http_parser_new(s->max_header, s->max_body);
     if (c->p == NULL) {
+        conn_close(c);
+        return;
+    }
+    if (s->tls != NULL && (c->tls = tls_conn_new(s->tls)) == NULL) {
         conn_close(c);
         return;
     }
@@ -626,6 +777,12 @@ void http_server_set_limits(struct http_server *s, size_t max_header,
         s->idle_ms = idle_ms;
     if (max_conns != 0)
         s->max_conns = max_conns;
+}
+
+void http_server_set_tls(struct http_server *s, struct tls_ctx *ctx)
+{
+    tls_ctx_free(s->tls);
+    s->tls = ctx;
 }
 
 int http_server_port(const struct http_server *s)

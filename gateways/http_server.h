@@ -7,10 +7,13 @@
  * Raft commit). Keep-alive and pipelining are supported (answers go out in
  * order, one request handled at a time per connection). Every connection
  * has an idle/read timeout (default 30 s) and a bound on buffered input.
+ * Optionally HTTPS: http_server_set_tls() makes the server speak TLS only
+ * (no plaintext on the same port); the handler sees the same requests.
  *
  * Ownership: the server owns each struct http_conn. A conn stays valid until
  * http_reply() is called on it, even if the peer has gone (the reply is then
  * dropped). The request passed to the handler is borrowed until http_reply().
+ * The server owns the struct tls_ctx given to http_server_set_tls().
  * Loop thread only.
  */
 #ifndef SR_HTTP_SERVER_H
@@ -59,5 +62,14 @@ int http_server_port(const struct http_server *s);
 void http_server_set_limits(struct http_server *s, size_t max_header,
                             size_t max_body, unsigned idle_ms,
                             unsigned max_conns);
+
+struct tls_ctx;
+/* Serves TLS (gateways/tls.h, e.g. from tls_ctx_new_server()) on every
+ * connection accepted from now on; call it right after http_server_start()
+ * so that no plaintext connection is ever accepted. ctx NULL = plaintext
+ * again. Takes ownership of ctx (a previous one is freed): it is freed
+ * when the server has closed. A connection whose TLS handshake fails is
+ * closed, and the handshake must finish within idle_ms of the accept. */
+void http_server_set_tls(struct http_server *s, struct tls_ctx *ctx);
 
 #endif

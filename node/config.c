@@ -102,6 +102,20 @@ static const struct key_spec keys[] = {
     {"floating", "arp_count", K_UINT, OFF(floating_arp_count), 1, 100},
     {"admin", "listen", K_ADDRESS, OFF(admin_listen), 0, 0},
     {"admin", "token", K_TOKEN, OFF(admin_token), 0, 0},
+    {"admin", "tls_cert", K_STRING, OFF(admin_tls_cert), 0, 0},
+    {"admin", "tls_key", K_STRING, OFF(admin_tls_key), 0, 0},
+    {"delivery", "enabled", K_BOOL, OFF(delivery_enabled), 0, 0},
+    {"delivery", "port", K_UINT, OFF(delivery_port), 1, 65535},
+    {"delivery", "dns_servers", K_STRING, OFF(delivery_dns), 0, 0},
+    {"delivery", "tls", K_STRING, OFF(delivery_tls), 0, 0},
+    {"delivery", "max_connections", K_UINT, OFF(delivery_max_conns), 1, 100000},
+    {"delivery", "max_connections_per_domain", K_UINT,
+     OFF(delivery_max_conns_domain), 1, 10000},
+    {"delivery", "messages_per_connection", K_UINT, OFF(delivery_msgs_per_conn),
+     1, 100000},
+    {"delivery", "retry_min_s", K_UINT, OFF(delivery_retry_min_s), 1, 86400},
+    {"delivery", "retry_max_s", K_UINT, OFF(delivery_retry_max_s), 1, 604800},
+    {"delivery", "max_age_s", K_UINT, OFF(delivery_max_age_s), 1, 31536000},
     {"bodies", "copies", K_UINT, OFF(body_copies), 0, 255},
     {"bodies", "group_commit_us", K_UINT, OFF(body_group_commit_us), 0, 100000},
 };
@@ -393,12 +407,16 @@ void config_free(struct sr_config *cfg)
     free(cfg->smtp_customer);
     free(cfg->smtp_customer_host);
     free(cfg->tls_cert);
+    free(cfg->delivery_dns);
+    free(cfg->delivery_tls);
     free(cfg->cluster_tls_ca);
     free(cfg->cluster_tls_cert);
     free(cfg->cluster_tls_key);
     free(cfg->tls_key);
     free(cfg->admin_listen);
     free(cfg->admin_token);
+    free(cfg->admin_tls_cert);
+    free(cfg->admin_tls_key);
     free(cfg->floating_address);
     free(cfg->floating_interface);
     memset(cfg, 0, sizeof *cfg);
@@ -484,6 +502,15 @@ static int defaults(struct sr_config *cfg)
     cfg->smtp_customer_host = strdup("127.0.0.1");
     cfg->floating_interface = strdup("eth0");
     cfg->floating_arp_count = 3;
+    cfg->delivery_enabled = true;
+    cfg->delivery_port = 25;
+    cfg->delivery_tls = strdup("may");
+    cfg->delivery_max_conns = 100;
+    cfg->delivery_max_conns_domain = 10;
+    cfg->delivery_msgs_per_conn = 100;
+    cfg->delivery_retry_min_s = 300;
+    cfg->delivery_retry_max_s = 14400;
+    cfg->delivery_max_age_s = 432000;
     cfg->admin_listen = strdup("127.0.0.1:8080");
     cfg->smtp_listen = calloc(1, sizeof *cfg->smtp_listen);
     if (cfg->smtp_listen != NULL) {
@@ -493,9 +520,9 @@ static int defaults(struct sr_config *cfg)
     if (cfg->log_level == NULL || cfg->raft_listen == NULL ||
         cfg->rpc_listen == NULL || cfg->smtp_customer == NULL ||
         cfg->smtp_customer_host == NULL || cfg->floating_interface == NULL ||
-        cfg->admin_listen == NULL || cfg->n_smtp_listen != 1 ||
-        set_data_dir(cfg) != 0 || set_hostname(cfg) != 0 ||
-        set_self_peer(cfg) != 0) {
+        cfg->delivery_tls == NULL || cfg->admin_listen == NULL ||
+        cfg->n_smtp_listen != 1 || set_data_dir(cfg) != 0 ||
+        set_hostname(cfg) != 0 || set_self_peer(cfg) != 0) {
         config_free(cfg);
         return SR_ENOMEM;
     }
@@ -830,7 +857,7 @@ static int load_root(struct loader *ld, struct fy_node *root)
         return fail(
             ld, SR_EINVAL, "(top level)", root, NULL,
             "must be a mapping of sections (node, log, raft, rpc, cluster, "
-            "smtp, floating, admin, bodies)");
+            "smtp, floating, admin, delivery, bodies)");
     void *it = NULL;
     struct fy_node_pair *pair;
     while ((pair = fy_node_mapping_iterate(root, &it)) != NULL) {
@@ -878,6 +905,11 @@ static int finish(struct loader *ld)
                       "%s: required when %s is set",
                       cfg->tls_cert == NULL ? "smtp.tls_cert" : "smtp.tls_key",
                       cfg->tls_cert == NULL ? "smtp.tls_key" : "smtp.tls_cert");
+    if ((cfg->admin_tls_cert == NULL) != (cfg->admin_tls_key == NULL))
+        return sr_err(
+            ld->err, ld->errlen, SR_EINVAL, "%s: required when %s is set",
+            cfg->admin_tls_cert == NULL ? "admin.tls_cert" : "admin.tls_key",
+            cfg->admin_tls_cert == NULL ? "admin.tls_key" : "admin.tls_cert");
     {
         int n = (cfg->cluster_tls_ca != NULL) +
                 (cfg->cluster_tls_cert != NULL) +
@@ -889,6 +921,16 @@ static int finish(struct loader *ld)
                           : cfg->cluster_tls_cert == NULL ? "cluster.tls_cert"
                                                           : "cluster.tls_key");
     }
+    if (strcmp(cfg->delivery_tls, "none") != 0 &&
+        strcmp(cfg->delivery_tls, "may") != 0 &&
+        strcmp(cfg->delivery_tls, "require") != 0)
+        return sr_err(ld->err, ld->errlen, SR_EINVAL,
+                      "delivery.tls: must be none, may or require");
+    if (cfg->delivery_retry_max_s < cfg->delivery_retry_min_s)
+        return sr_err(ld->err, ld->errlen, SR_EINVAL,
+                      "delivery.retry_max_s: must be at least "
+                      "delivery.retry_min_s (%u)",
+                      cfg->delivery_retry_min_s);
     if (ld->peers_set) {
         bool found = false;
         for (unsigned i = 0; i < cfg->n_peers; i++)

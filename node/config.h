@@ -83,8 +83,25 @@ struct sr_config {
                                     sent on taking the address, default 3 */
 
     /* admin: */
-    char *admin_listen; /* admin.listen, default 127.0.0.1:8080 */
-    char *admin_token;  /* admin.token, default none: API open on loopback */
+    char *admin_listen;   /* admin.listen, default 127.0.0.1:8080 */
+    char *admin_token;    /* admin.token, default none: API open on loopback */
+    char *admin_tls_cert; /* admin.tls_cert: PEM chain; set = the admin API
+                             is HTTPS only (no plaintext listener); default
+                             none = plain HTTP */
+    char *admin_tls_key;  /* admin.tls_key: its private key (PEM) */
+
+    /* delivery: outbound SMTP (engine/deliver.c) */
+    bool delivery_enabled;       /* delivery.enabled, default true */
+    unsigned delivery_port;      /* delivery.port: port of MX hosts, 25 */
+    char *delivery_dns;          /* delivery.dns_servers: "ip:port,..."; none =
+                                    /etc/resolv.conf */
+    char *delivery_tls;          /* delivery.tls: none|may|require, "may" */
+    unsigned delivery_max_conns; /* delivery.max_connections, 100 */
+    unsigned delivery_max_conns_domain; /* ...max_connections_per_domain, 10 */
+    unsigned delivery_msgs_per_conn; /* delivery.messages_per_connection, 100 */
+    unsigned delivery_retry_min_s;   /* delivery.retry_min_s, 300 */
+    unsigned delivery_retry_max_s;   /* delivery.retry_max_s, 14400 */
+    unsigned delivery_max_age_s;     /* delivery.max_age_s, 432000 (5 days) */
 
     /* bodies: */
     unsigned body_copies; /* bodies.copies: holders before 250, default 0 =

@@ -158,6 +158,29 @@ static void on_sync(uv_timer_t *t)
         free(w);
 }
 
+/* The admin API's TLS context, when admin.tls_cert is set (*out stays NULL
+ * otherwise). */
+static int admin_tls_load(const struct sr_config *cfg, struct tls_ctx **out,
+                          char *err, size_t errlen)
+{
+    *out = NULL;
+    if (cfg->admin_tls_cert == NULL)
+        return 0;
+    char e[SR_ERRMSG_SIZE] = "";
+    int rc = tls_ctx_new_server(cfg->admin_tls_cert, cfg->admin_tls_key, out, e,
+                                sizeof e);
+    if (rc == 0)
+        return 0;
+    /* tls.c names the smtp keys in its message: keep only its reason. */
+    static const char smtp_keys[] = "smtp.tls_cert/smtp.tls_key: ";
+    const char *why = e[0] != '\0' ? e : "out of memory";
+    if (strncmp(e, smtp_keys, sizeof smtp_keys - 1) == 0)
+        why = e + sizeof smtp_keys - 1;
+    /* The reason first: a long path must not cut it off. */
+    return sr_err(err, errlen, rc, "admin.tls_cert/admin.tls_key: %s (%s)", why,
+                  cfg->admin_tls_cert);
+}
+
 static void part_closed(void *arg)
 {
     struct sr_node *n = arg;
@@ -186,6 +209,8 @@ static void stop(struct sr_node *n)
     }
     repair_stop(n->repair);
     n->repair = NULL;
+    shards_stop(n->shards);
+    n->shards = NULL;
     smtp_server_close(n->smtp, part_closed, n);
     n->smtp = NULL; /* freed when closed; policy changes no longer reach it */
     http_server_close(n->admin, part_closed, n);
@@ -249,6 +274,9 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
     if ((rc = repair_start(&n->loop, cfg, n->store, n->bodies, n->rn, n->rpc,
                            &n->repair)) != 0)
         return rc;
+    if ((rc = shards_start(&n->loop, cfg->node_id, n->store, n->rn,
+                           &n->shards)) != 0)
+        return rc;
     if (cfg->tls_cert && cfg->tls_cert[0] &&
         (rc = tls_ctx_new_server(cfg->tls_cert, cfg->tls_key, &n->tls, err,
                                  errlen)) != 0)
@@ -257,9 +285,24 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
                                     current_policy, n};
     if ((rc = smtp_server_start(&deps, &n->smtp, err, errlen)) != 0)
         return rc;
-    if ((rc = http_server_start(&n->loop, cfg->admin_listen, admin_http, n,
-                                &n->admin, err, errlen)) != 0)
+    struct tls_ctx *admin_tls;
+    if ((rc = admin_tls_load(cfg, &admin_tls, err, errlen)) != 0)
         return rc;
+    if ((rc = http_server_start(&n->loop, cfg->admin_listen, admin_http, n,
+                                &n->admin, err, errlen)) != 0) {
+        tls_ctx_free(admin_tls);
+        return rc;
+    }
+    if (admin_tls != NULL) {
+        /* Before the loop runs: no connection is accepted in plaintext. */
+        http_server_set_tls(n->admin, admin_tls);
+        LOG_INFO("event=admin_tls listen=%s cert=\"%s\"", cfg->admin_listen,
+                 cfg->admin_tls_cert);
+    } else {
+        LOG_INFO("event=admin_plaintext listen=%s reason=\"no admin.tls_cert "
+                 "in the config\"",
+                 cfg->admin_listen);
+    }
     uv_signal_init(&n->loop, &n->sigterm);
     uv_signal_init(&n->loop, &n->sigint);
     n->sigterm.data = n->sigint.data = n;

@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -68,6 +69,15 @@ def free_ports(n):
     return ports
 
 
+def make_ip_cert(cert, key, ip="127.0.0.1"):
+    """A self-signed certificate (and its key) for an IP address."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+         "/CN=%s" % ip, "-addext", "subjectAltName=IP:%s" % ip,
+         "-keyout", key, "-out", cert], check=True, capture_output=True)
+
+
 class Node:
     def __init__(self, cluster, node_id):
         self.cluster = cluster
@@ -93,6 +103,19 @@ class Node:
     @property
     def admin(self):
         return "127.0.0.1:%d" % self.admin_port
+
+    @property
+    def admin_url(self):
+        """The admin API's base URL: https:// when the cluster serves it
+        over TLS (admin_tls=True), else http://."""
+        scheme = "https" if self.cluster.admin_tls else "http"
+        return "%s://%s" % (scheme, self.admin)
+
+    def ctl_addr_args(self):
+        """clusterctl's -a (and --ca for TLS) for this node."""
+        if self.cluster.admin_tls:
+            return ["-a", self.admin_url, "--ca", self.cluster.admin_cert]
+        return ["-a", self.admin]
 
     def write_config(self, peers, bootstrap=True, extra=""):
         peer_lines = "".join(
@@ -136,6 +159,9 @@ raft:
 """
         if c.token:
             text += f'  token: "{c.token}"\n'
+        if c.admin_tls:
+            text += (f'  tls_cert: "{c.admin_cert}"\n'
+                     f'  tls_key: "{c.admin_key}"\n')
         text += extra
         with open(self.config_path, "w") as f:
             f.write(text)
@@ -189,11 +215,12 @@ raft:
     def api(self, method, path, body=None, timeout=10):
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(
-            "http://%s%s" % (self.admin, path), data=data, method=method)
+            self.admin_url + path, data=data, method=method)
         if self.cluster.token:
             req.add_header("Authorization", "Bearer " + self.cluster.token)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout,
+                                        context=self.cluster.admin_ssl) as r:
                 return r.status, json.loads(r.read() or b"null")
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
@@ -205,7 +232,7 @@ raft:
 
     def ctl_input(self, args, text):
         """clusterctl with text on its standard input."""
-        p = subprocess.run([CLUSTERCTL, "-a", self.admin] + list(args),
+        p = subprocess.run([CLUSTERCTL] + self.ctl_addr_args() + list(args),
                            input=text, capture_output=True, text=True,
                            timeout=60)
         assert p.returncode == 0, p.stderr
@@ -215,7 +242,7 @@ raft:
         env = dict(os.environ)
         if self.cluster.token:
             env["SMARTRELAY_TOKEN"] = self.cluster.token
-        p = subprocess.run([CLUSTERCTL, "-a", self.admin] + list(args),
+        p = subprocess.run([CLUSTERCTL] + self.ctl_addr_args() + list(args),
                            capture_output=True, text=True, env=env,
                            timeout=60)
         if check and p.returncode != 0:
@@ -228,7 +255,7 @@ class Cluster:
     def __init__(self, tmpdir, n=3, tls=False, snapshot_threshold=16384,
                  snapshot_trailing=4096, commit_timeout_ms=15000,
                  log_level="info", token=None, command_timeout_s=300,
-                 data_timeout_s=180, peer_tls=True):
+                 data_timeout_s=180, peer_tls=True, admin_tls=False):
         self.dir = str(tmpdir)
         os.makedirs(self.dir, exist_ok=True)
         self.tls = tls
@@ -246,6 +273,16 @@ class Cluster:
                 ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
                  "-days", "2", "-subj", "/CN=localhost", "-keyout", self.key,
                  "-out", self.cert], check=True, capture_output=True)
+        # The admin API over TLS: one self-signed certificate for
+        # 127.0.0.1 (an IP SAN, which clients check), shared by the nodes;
+        # admin_ssl is an ssl context that trusts it (None for plain HTTP).
+        self.admin_tls = admin_tls
+        self.admin_ssl = None
+        if admin_tls:
+            self.admin_cert = os.path.join(self.dir, "admin-cert.pem")
+            self.admin_key = os.path.join(self.dir, "admin-key.pem")
+            make_ip_cert(self.admin_cert, self.admin_key)
+            self.admin_ssl = ssl.create_default_context(cafile=self.admin_cert)
         # Mutual TLS between nodes, with a CA and node certificates made by
         # clusterctl as an operator would; peer_tls=False runs plaintext.
         self.peer_tls = peer_tls

@@ -61,6 +61,8 @@ static void check_defaults(const struct sr_config *c)
     assert_int_equal(c->data_timeout_s, 180);
     assert_string_equal(c->admin_listen, "127.0.0.1:8080");
     assert_null(c->admin_token);
+    assert_null(c->admin_tls_cert);
+    assert_null(c->admin_tls_key);
     assert_int_equal(c->body_copies, 0);
 }
 
@@ -248,6 +250,8 @@ static const char full_yaml[] = "# every key\n"
                                 "admin:\n"
                                 "  listen: 127.0.0.1:9090\n"
                                 "  token: s3cret-T0ken\n"
+                                "  tls_cert: /etc/smartrelay/admin.pem\n"
+                                "  tls_key: /etc/smartrelay/admin.key\n"
                                 "bodies:\n"
                                 "  copies: 2\n";
 
@@ -295,6 +299,8 @@ static void test_full(void **state)
     assert_int_equal(c.data_timeout_s, 240);
     assert_string_equal(c.admin_listen, "127.0.0.1:9090");
     assert_string_equal(c.admin_token, "s3cret-T0ken");
+    assert_string_equal(c.admin_tls_cert, "/etc/smartrelay/admin.pem");
+    assert_string_equal(c.admin_tls_key, "/etc/smartrelay/admin.key");
     assert_int_equal(c.body_copies, 2);
     config_free(&c);
     assert_true(is_zeroed(&c));
@@ -416,6 +422,13 @@ static const struct err_case err_cases[] = {
      "smtp.tls_key: required when smtp.tls_cert is set"},
     {"smtp:\n  tls_key: /k.pem\n", SR_EINVAL,
      "smtp.tls_cert: required when smtp.tls_key is set"},
+    {"admin:\n  tls_cert: /a.pem\n", SR_EINVAL,
+     "admin.tls_key: required when admin.tls_cert is set"},
+    {"admin:\n  tls_key: /a.key\n", SR_EINVAL,
+     "admin.tls_cert: required when admin.tls_key is set"},
+    {"admin:\n  tls_cert: ''\n  tls_key: /a.key\n", SR_EINVAL,
+     "admin.tls_cert: must be a non-empty string without control "
+     "characters"},
     {"cluster:\n  tls_ca: /ca.pem\n", SR_EINVAL,
      "cluster.tls_cert: required with the other cluster.tls_* keys"},
     {"cluster:\n  tls_ca: /ca.pem\n  tls_cert: /n.pem\n", SR_EINVAL,
@@ -423,6 +436,12 @@ static const struct err_case err_cases[] = {
     {"cluster:\n  tls_key: /n.key\n", SR_EINVAL,
      "cluster.tls_ca: required with the other cluster.tls_* keys"},
     {"cluster:\n  tls: on\n", SR_EINVAL, "cluster.tls: unknown key"},
+    {"delivery:\n  tls: always\n", SR_EINVAL,
+     "delivery.tls: must be none, may or require"},
+    {"delivery:\n  retry_min_s: 600\n  retry_max_s: 60\n", SR_EINVAL,
+     "delivery.retry_max_s: must be at least delivery.retry_min_s (600)"},
+    {"delivery:\n  port: 0\n", SR_EINVAL,
+     "delivery.port: must be an integer between 1 and 65535"},
     /* addresses */
     {"raft:\n  listen: 127.0.0.1\n", SR_EINVAL,
      "raft.listen: must be host:port"},

@@ -44,6 +44,8 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
         if (f->on_apply)
             f->on_apply(f->ud, index, e, f->statuses);
     }
+    if (f->on_result)
+        f->on_result(f->result_ud, index, e->n_ops, f->statuses);
     f->result.index = index;
     f->result.n = e->n_ops;
     f->result.statuses = f->statuses;

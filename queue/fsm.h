@@ -42,6 +42,14 @@ struct queue_fsm {
     void (*on_apply)(void *ud, uint64_t index, const Sr__Entry *e,
                      const int *statuses);
     void *ud;
+    /* Called after every entry with its per-op statuses, skipped replays
+     * included (all SR_EEXIST). libraft 0.22 queues apply callbacks and
+     * runs them after a whole run of entries was applied, so the result
+     * pointer it hands them must not be relied on: the proposer takes the
+     * statuses here, by index (raft/rnode.c). */
+    void (*on_result)(void *ud, uint64_t index, size_t n_ops,
+                      const int *statuses);
+    void *result_ud;
 };
 
 void queue_fsm_init(struct queue_fsm *f, struct raft *raft,

@@ -41,6 +41,9 @@ struct batch {
     struct rnode *node;
     struct prop **props;
     size_t n;
+    struct batch *next_inflight; /* n->inflight list */
+    int *statuses;               /* captured when its entry was applied */
+    uint64_t index;              /* and that entry's index */
 };
 
 /* A ProposeReq being served on the leader. */
@@ -75,6 +78,7 @@ struct rnode {
     uv_timer_t poll;
     int check_on;
     unsigned applies_inflight; /* leader: entries proposed, not applied */
+    struct batch *inflight;    /* those entries' batches */
     struct prop *pending, **pending_tail;
     int ready; /* leader whose barrier committed */
     int barrier_pending;
@@ -142,18 +146,47 @@ static size_t varint(uint8_t *out, uint64_t v)
     return i;
 }
 
+/* queue_fsm on_result: an entry was applied; if it is one of our batches,
+ * keep its statuses for apply_cb (which libraft runs later). */
+static void on_result(void *ud, uint64_t index, size_t n_ops,
+                      const int *statuses)
+{
+    struct rnode *n = ud;
+    for (struct batch *b = n->inflight; b; b = b->next_inflight) {
+        if (b->req.index != index || b->statuses != NULL || b->n != n_ops)
+            continue;
+        b->statuses = malloc((n_ops ? n_ops : 1) * sizeof *b->statuses);
+        if (b->statuses != NULL) {
+            memcpy(b->statuses, statuses, n_ops * sizeof *statuses);
+            b->index = index;
+        }
+        return;
+    }
+}
+
 static void apply_cb(struct raft_apply *req, int status, void *result)
 {
+    (void)result; /* may describe a later entry: see queue/fsm.h */
     struct batch *b = req->data;
     struct rnode *n = b->node;
     n->applies_inflight--;
+    for (struct batch **p = &n->inflight; *p; p = &(*p)->next_inflight) {
+        if (*p == b) {
+            *p = b->next_inflight;
+            break;
+        }
+    }
     if (n->pending)
         schedule_flush(n);
-    if (status == 0) {
-        const struct queue_fsm_result *r = result;
+    if (status == 0 && b->statuses != NULL) {
         for (size_t i = 0; i < b->n; i++)
-            prop_done(b->props[i], i < r->n ? r->statuses[i] : SR_EPARSE,
-                      r->index);
+            prop_done(b->props[i], b->statuses[i], b->index);
+    } else if (status == 0) {
+        /* Applied, but we could not keep its statuses (out of memory):
+         * the outcome is unknown, and a retry is harmless (the state
+         * machine ignores what it already has). */
+        LOG_ERROR("event=apply_result_lost ops=%zu", b->n);
+        requeue(n, b->props, b->n, SR_EIO);
     } else {
         /* Not committed by us: perhaps by the next leader. Propose again
          * there; the state machine ignores ops it already has. */
@@ -161,6 +194,7 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
                  raft_strerror(status));
         requeue(n, b->props, b->n, SR_ENOTLEADER);
     }
+    free(b->statuses);
     free(b->props);
     free(b);
 }
@@ -223,8 +257,11 @@ static void flush_leader(struct rnode *n)
         free(pb);
         b->req.data = b;
         int rc = raft_apply(&n->raft, &b->req, &buf, 1, apply_cb);
-        if (rc == 0)
+        if (rc == 0) {
             n->applies_inflight++;
+            b->next_inflight = n->inflight;
+            n->inflight = b;
+        }
         if (rc != 0) {
             raft_free(buf.base);
             n->ready = 0;
@@ -706,6 +743,8 @@ int rnode_start(uv_loop_t *loop, const struct sr_config *cfg,
                       raft_strerror(rc));
     }
     queue_fsm_init(&n->fsm, &n->raft, store);
+    n->fsm.on_result = on_result;
+    n->fsm.result_ud = n;
     rc = raft_init(&n->raft, &n->io, &n->fsm.fsm, cfg->node_id,
                    cfg->raft_listen);
     if (rc != 0)

@@ -42,6 +42,8 @@ struct ingest_job {
     struct ingest *in;
     char code[CODE_MAX];
     char *customer, *mail_from, *helo, *client_addr;
+    char *dsn_for_code; /* a DSN: see MessageAccept */
+    unsigned dsn_for_rcpt;
     char **rcpts;
     unsigned n_rcpts;
     uint8_t *body;
@@ -90,6 +92,7 @@ static void job_unref(struct ingest_job *j)
     free(j->mail_from);
     free(j->helo);
     free(j->client_addr);
+    free(j->dsn_for_code);
     free(j->body);
     free(j);
 }
@@ -154,6 +157,10 @@ static void maybe_propose(struct ingest_job *j)
                     j->in->cfg->commit_timeout_ms / 5;
     a.helo = j->helo;
     a.client_addr = j->client_addr;
+    if (j->dsn_for_code) {
+        a.dsn_for_code = j->dsn_for_code;
+        a.dsn_for_rcpt = j->dsn_for_rcpt;
+    }
     Sr__Op op = SR__OP__INIT;
     op.op_case = SR__OP__OP_ACCEPT;
     op.accept = &a;
@@ -322,6 +329,10 @@ int ingest_submit(struct ingest *in, const struct smtp_envelope *env,
     j->mail_from = dup0(env->mail_from);
     j->helo = dup0(env->helo);
     j->client_addr = dup0(meta->client_addr);
+    if (meta->dsn_for_code) {
+        j->dsn_for_code = strdup(meta->dsn_for_code);
+        j->dsn_for_rcpt = meta->dsn_for_rcpt;
+    }
     j->start = uv_now(in->loop);
     j->deadline = j->start + in->cfg->commit_timeout_ms;
     j->need = in->cfg->body_copies ? in->cfg->body_copies : nv / 2 + 1;

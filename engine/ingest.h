@@ -45,6 +45,10 @@ struct ingest_meta {
     const char *client_addr; /* "ip" */
     const char *client_name; /* HELO */
     bool tls;
+    /* A DSN generated here for recipient dsn_for_rcpt of message
+     * dsn_for_code (NULL otherwise): committed at most once per bounce. */
+    const char *dsn_for_code;
+    unsigned dsn_for_rcpt;
 };
 
 int ingest_new(uv_loop_t *loop, const struct sr_config *cfg, unsigned boot,

@@ -134,7 +134,8 @@ static void s_message(void *ud, const struct smtp_envelope *env,
                       const char *body, size_t len)
 {
     struct conn *c = ud;
-    struct ingest_meta meta = {c->customer, c->peer, env->helo, env->tls};
+    struct ingest_meta meta = {c->customer, c->peer, env->helo,
+                               env->tls,    NULL,    0};
     int rc = ingest_submit(c->srv->d.ingest, env, &meta, body, len, committed,
                            c, &c->job);
     if (rc != 0) {
@@ -218,6 +219,17 @@ static void s_close(void *ud)
     if (c->tls)
         flush_tls(c);
     conn_close(c);
+}
+
+static bool s_mail_allowed(void *ud)
+{
+    struct conn *c = ud;
+    const struct smtp_server_deps *d = &c->srv->d;
+    if (d->accepting == NULL || d->accepting(d->ud, c->customer))
+        return true;
+    LOG_INFO("event=smtp_backpressure client=%s customer=%s", c->peer,
+             c->customer);
+    return false;
 }
 
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -391,8 +403,8 @@ static void on_connection(uv_stream_t *server, int status)
     lim.auth_enabled = cu != NULL && cu->n_users > 0 && srv->d.tls != NULL;
     lim.auth_required = cu != NULL && cu->require_auth;
     lim.tls_required = cu != NULL && cu->require_tls;
-    struct smtp_callbacks cb = {c,         s_write, s_starttls,
-                                s_message, s_auth,  s_close};
+    struct smtp_callbacks cb = {c,      s_write, s_starttls,    s_message,
+                                s_auth, s_close, s_mail_allowed};
     c->s = smtp_session_new(cfg->hostname, &lim, &cb);
     if (c->s == NULL) {
         conn_close(c);

@@ -33,6 +33,9 @@ struct smtp_server_deps {
     /* Current policy (never NULL once the node runs); borrowed per call. */
     const struct policy *(*policy)(void *ud);
     void *ud;
+    /* Optional: false while the outbound backlog of the cluster or of this
+     * customer is over its high-water mark (MAIL gets 452 4.3.1). */
+    bool (*accepting)(void *ud, const char *customer);
 };
 
 int smtp_server_start(const struct smtp_server_deps *deps,

@@ -668,6 +668,11 @@ static void cmd_mail(struct smtp_session *s, char *arg)
         emit_bad(s, "530 5.7.0 Authentication required");
         return;
     }
+    if (s->cb.mail_allowed != NULL && !s->cb.mail_allowed(s->cb.ud)) {
+        emit(s, "452 4.3.1 Insufficient system storage: queue full, try "
+                "again later");
+        return;
+    }
     /* SMTPUTF8 among the parameters decides whether the path may be UTF-8,
      * so that check comes after the parameters. */
     r = iprefix(arg, "FROM:") ? parse_path(arg + 5, addr, &rest, true)

@@ -96,6 +96,9 @@ struct smtp_callbacks {
     void (*auth)(void *ud, const char *user, const char *pass);
     /* The session is over (after 221 or 421): flush writes, then close. */
     void (*close)(void *ud);
+    /* Optional: false refuses MAIL with 452 4.3.1 (the outbound queue is
+     * over its high-water mark; the client retries later). */
+    bool (*mail_allowed)(void *ud);
 };
 
 /* Returns a new session or NULL (out of memory). hostname is used in the

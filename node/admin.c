@@ -15,6 +15,8 @@
 #include "node/errors.h"
 #include "node/log.h"
 #include "node/node_int.h"
+#include "queue/dqueue.h"
+#include "queue/shard.h"
 
 /* Where an answer goes: an HTTP connection or an RPC call. */
 struct sink {
@@ -143,7 +145,75 @@ static void get_status(struct sr_node *n, struct sink *s)
     json_object_set_new(
         o, "bodies_repaired",
         json_integer((json_int_t)(n->repair ? repair_fetched(n->repair) : 0)));
+    if (n->deliver != NULL && n->shards != NULL) {
+        struct deliver_stats ds;
+        deliver_get_stats(n->deliver, &ds);
+        json_object_set_new(
+            o, "delivery",
+            json_pack(
+                "{s:i,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:i}", "shards_owned",
+                __builtin_popcountll(shards_owned(n->shards)), "lease_valid",
+                shards_lease_valid(n->shards), "jobs", (json_int_t)ds.jobs,
+                "delivered", (json_int_t)ds.delivered, "deferred",
+                (json_int_t)ds.deferred, "bounced", (json_int_t)ds.bounced,
+                "expired", (json_int_t)ds.expired, "attempts",
+                (json_int_t)(ds.delivered + ds.deferred + ds.bounced +
+                             ds.expired),
+                "inflight", (int)ds.inflight, "connections",
+                (int)ds.connections));
+    }
     reply(s, 200, o);
+}
+
+/* GET /v1/shards: the shard table and the delivery leases. */
+static void get_shards(struct sr_node *n, struct sink *s)
+{
+    uint64_t owners[SHARD_COUNT], epoch, nodes[64], expiry[64];
+    dqueue_shards(n->store, owners, &epoch);
+    json_t *sh = json_array();
+    for (unsigned i = 0; i < SHARD_COUNT; i++)
+        json_array_append_new(sh, json_integer((json_int_t)owners[i]));
+    size_t nl = dqueue_leases(n->store, nodes, expiry, 64);
+    json_t *leases = json_array();
+    for (size_t i = 0; i < nl; i++)
+        json_array_append_new(
+            leases, json_pack("{s:I,s:I}", "node", (json_int_t)nodes[i],
+                              "expires_ms", (json_int_t)expiry[i]));
+    reply(s, 200,
+          json_pack("{s:I,s:o,s:o}", "epoch", (json_int_t)epoch, "owners", sh,
+                    "leases", leases));
+}
+
+static void add_event(void *ud, uint64_t seq, const Sr__Event *e)
+{
+    json_array_append_new(
+        ud,
+        json_pack("{s:I,s:s,s:i,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s}", "seq",
+                  (json_int_t)seq, "code", e->code, "rcpt", (int)e->rcpt,
+                  "address", e->address, "type", delivery_outcome_name(e->type),
+                  "reply", e->reply, "time_ms", (json_int_t)e->time_ms, "node",
+                  (json_int_t)e->node, "mx", e->mx, "customer", e->customer,
+                  "bounce_class", e->bounce_class));
+}
+
+/* GET /v1/events?after=SEQ&limit=N: delivery events in order. */
+static void get_events(struct sr_node *n, struct sink *s, const char *query)
+{
+    unsigned long long after = 0;
+    unsigned limit = 1000;
+    const char *q = query ? strstr(query, "after=") : NULL;
+    if (q)
+        after = strtoull(q + 6, NULL, 10);
+    q = query ? strstr(query, "limit=") : NULL;
+    if (q) {
+        limit = (unsigned)strtoul(q + 6, NULL, 10);
+        if (limit == 0 || limit > 10000)
+            limit = 10000;
+    }
+    json_t *list = json_array();
+    uint64_t last = dqueue_events(n->store, after, limit, add_event, list);
+    reply(s, 200,
+          json_pack("{s:o,s:I}", "events", list, "last", (json_int_t)last));
 }
 
 static void add_code(void *ud, const char *code)
@@ -194,11 +264,17 @@ static void get_message(struct sr_node *n, struct sink *s, const char *rest)
     }
     Sr__MessageAccept *a = m->accept;
     json_t *rcpts = json_array();
-    for (size_t i = 0; i < m->n_rcpts; i++)
+    for (size_t i = 0; i < m->n_rcpts; i++) {
+        Sr__StoredRcpt *rc = m->rcpts[i];
         json_array_append_new(
             rcpts,
-            json_pack("{s:s,s:s}", "address", m->rcpts[i]->address, "state",
-                      queue_rcpt_state_name(m->rcpts[i]->state)));
+            json_pack("{s:s,s:s,s:i,s:s,s:I,s:I,s:i}", "address", rc->address,
+                      "state", queue_rcpt_state_name(rc->state), "attempts",
+                      (int)rc->attempts, "last_reply", rc->last_reply, "due_ms",
+                      (json_int_t)rc->due_ms, "done_at_ms",
+                      (json_int_t)rc->done_at_ms, "shard",
+                      (int)shard_of_rcpt(rc->address)));
+    }
     json_t *holders = json_array();
     for (size_t i = 0; i < a->n_holders; i++)
         json_array_append_new(holders, json_integer((json_int_t)a->holders[i]));
@@ -453,6 +529,10 @@ static void dispatch(struct sr_node *n, struct sink *s, const char *method,
         get_message(n, s, path + 13);
     else if (get && strcmp(path, "/v1/policy") == 0)
         get_policy(n, s);
+    else if (get && strcmp(path, "/v1/shards") == 0)
+        get_shards(n, s);
+    else if (get && strcmp(path, "/v1/events") == 0)
+        get_events(n, s, query);
     else if (get)
         reply_error(s, 404, "no such endpoint");
     else if (strcmp(method, "POST") != 0 && strcmp(method, "DELETE") != 0)

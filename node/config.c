@@ -116,6 +116,10 @@ static const struct key_spec keys[] = {
     {"delivery", "retry_min_s", K_UINT, OFF(delivery_retry_min_s), 1, 86400},
     {"delivery", "retry_max_s", K_UINT, OFF(delivery_retry_max_s), 1, 604800},
     {"delivery", "max_age_s", K_UINT, OFF(delivery_max_age_s), 1, 31536000},
+    {"delivery", "queue_high_water", K_UINT, OFF(queue_high_water), 1,
+     1000000000},
+    {"delivery", "queue_low_water", K_UINT, OFF(queue_low_water), 0,
+     1000000000},
     {"bodies", "copies", K_UINT, OFF(body_copies), 0, 255},
     {"bodies", "group_commit_us", K_UINT, OFF(body_group_commit_us), 0, 100000},
 };
@@ -511,6 +515,8 @@ static int defaults(struct sr_config *cfg)
     cfg->delivery_retry_min_s = 300;
     cfg->delivery_retry_max_s = 14400;
     cfg->delivery_max_age_s = 432000;
+    cfg->queue_high_water = 1000000;
+    cfg->queue_low_water = 900000;
     cfg->admin_listen = strdup("127.0.0.1:8080");
     cfg->smtp_listen = calloc(1, sizeof *cfg->smtp_listen);
     if (cfg->smtp_listen != NULL) {
@@ -926,6 +932,11 @@ static int finish(struct loader *ld)
         strcmp(cfg->delivery_tls, "require") != 0)
         return sr_err(ld->err, ld->errlen, SR_EINVAL,
                       "delivery.tls: must be none, may or require");
+    if (cfg->queue_low_water >= cfg->queue_high_water)
+        return sr_err(ld->err, ld->errlen, SR_EINVAL,
+                      "delivery.queue_low_water: must be less than "
+                      "delivery.queue_high_water (%u)",
+                      cfg->queue_high_water);
     if (cfg->delivery_retry_max_s < cfg->delivery_retry_min_s)
         return sr_err(ld->err, ld->errlen, SR_EINVAL,
                       "delivery.retry_max_s: must be at least "

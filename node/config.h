@@ -102,6 +102,11 @@ struct sr_config {
     unsigned delivery_retry_min_s;   /* delivery.retry_min_s, 300 */
     unsigned delivery_retry_max_s;   /* delivery.retry_max_s, 14400 */
     unsigned delivery_max_age_s;     /* delivery.max_age_s, 432000 (5 days) */
+    unsigned queue_high_water;       /* delivery.queue_high_water: pending
+                                        recipients in the cluster above which MAIL
+                                        gets 452 4.3.1, 1000000 */
+    unsigned queue_low_water;        /* delivery.queue_low_water: ... until they
+                                        are back under this, 900000 */
 
     /* bodies: */
     unsigned body_copies; /* bodies.copies: holders before 250, default 0 =

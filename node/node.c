@@ -13,6 +13,7 @@
 #include "node/errors.h"
 #include "node/log.h"
 #include "node/node_int.h"
+#include "queue/dqueue.h"
 
 /* Increments the boot counter in DATA_DIR/boot and fsyncs it: it makes
  * message codes unique across restarts (node/code.h). */
@@ -105,12 +106,71 @@ static void on_apply(void *ud, uint64_t index, const Sr__Entry *e,
             LOG_INFO("event=policy_applied index=%llu",
                      (unsigned long long)index);
         }
+        if ((e->ops[i]->op_case == SR__OP__OP_ACCEPT ||
+             e->ops[i]->op_case == SR__OP__OP_SHARD_ASSIGN) &&
+            statuses[i] == 0)
+            deliver_kick(n->deliver);
     }
 }
 
 static const struct policy *current_policy(void *ud)
 {
     return ((struct sr_node *)ud)->policy;
+}
+
+/* Backpressure with hysteresis: MAIL is refused (452 4.3.1) once the
+ * pending recipients reach the high-water mark, until they are back under
+ * the low-water mark; the same per customer with its max_queued (low water
+ * 90 % of it). The counts are replicated state, so every node agrees. */
+static bool node_accepting(void *ud, const char *customer)
+{
+    struct sr_node *n = ud;
+    uint64_t counts[RCPT_STATE_MAX], msgs;
+    queue_store_counts(n->store, counts, &msgs);
+    uint64_t pending = counts[RCPT_QUEUED] + counts[RCPT_DEFERRED];
+    bool full = n->backlog_full ? pending >= n->cfg->queue_low_water
+                                : pending >= n->cfg->queue_high_water;
+    if (full != n->backlog_full)
+        LOG_WARN("event=%s pending=%llu",
+                 full ? "backlog_full" : "backlog_drained",
+                 (unsigned long long)pending);
+    n->backlog_full = full;
+    if (full)
+        return false;
+    const struct policy_customer *cu = policy_find(n->policy, customer);
+    struct full_customer **fp = &n->full;
+    while (*fp && strcmp((*fp)->name, customer) != 0)
+        fp = &(*fp)->next;
+    if (cu == NULL || cu->max_queued == 0) {
+        if (*fp) {
+            struct full_customer *f = *fp;
+            *fp = f->next;
+            free(f);
+        }
+        return true;
+    }
+    uint64_t mine = dqueue_customer_pending(n->store, customer);
+    if (*fp == NULL && mine >= cu->max_queued) {
+        struct full_customer *f = calloc(1, sizeof *f);
+        if (f != NULL) {
+            snprintf(f->name, sizeof f->name, "%s", customer);
+            f->next = n->full;
+            n->full = f;
+            LOG_WARN("event=backlog_full customer=%s pending=%llu", customer,
+                     (unsigned long long)mine);
+        }
+        return false;
+    }
+    if (*fp != NULL) {
+        if (mine >= (uint64_t)cu->max_queued * 9 / 10)
+            return false;
+        struct full_customer *f = *fp;
+        *fp = f->next;
+        free(f);
+        LOG_WARN("event=backlog_drained customer=%s pending=%llu", customer,
+                 (unsigned long long)mine);
+    }
+    return true;
 }
 
 static void on_rpc(void *ud, struct rpc_call *call, const Sr__Rpc *req)
@@ -209,6 +269,8 @@ static void stop(struct sr_node *n)
     }
     repair_stop(n->repair);
     n->repair = NULL;
+    deliver_stop(n->deliver);
+    n->deliver = NULL;
     shards_stop(n->shards);
     n->shards = NULL;
     smtp_server_close(n->smtp, part_closed, n);
@@ -277,12 +339,17 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
     if ((rc = shards_start(&n->loop, cfg->node_id, n->store, n->rn,
                            &n->shards)) != 0)
         return rc;
+    struct deliver_deps dd = {&n->loop,       cfg,    n->store,  n->bodies,
+                              n->rn,          n->rpc, n->shards, n->ingest,
+                              current_policy, n};
+    if ((rc = deliver_start(&dd, &n->deliver, err, errlen)) != 0)
+        return rc;
     if (cfg->tls_cert && cfg->tls_cert[0] &&
         (rc = tls_ctx_new_server(cfg->tls_cert, cfg->tls_key, &n->tls, err,
                                  errlen)) != 0)
         return rc;
-    struct smtp_server_deps deps = {&n->loop,       cfg, n->ingest, n->tls,
-                                    current_policy, n};
+    struct smtp_server_deps deps = {&n->loop,       cfg, n->ingest,     n->tls,
+                                    current_policy, n,   node_accepting};
     if ((rc = smtp_server_start(&deps, &n->smtp, err, errlen)) != 0)
         return rc;
     struct tls_ctx *admin_tls;
@@ -330,6 +397,11 @@ int node_run(struct sr_node *n)
     if (rc != 0)
         LOG_WARN("event=loop_not_clean error=%s", uv_strerror(rc));
     LOG_INFO("event=stopped");
+    while (n->full) {
+        struct full_customer *f = n->full;
+        n->full = f->next;
+        free(f);
+    }
     free(n);
     return 0;
 }

@@ -5,6 +5,7 @@
 #include <uv.h>
 
 #include "engine/ingest.h"
+#include "engine/deliver.h"
 #include "engine/repair.h"
 #include "engine/shards.h"
 #include "gateways/http_server.h"
@@ -19,8 +20,16 @@
 #include "raft/rpc.h"
 
 /* Owned by main(); loop thread only. */
+/* A customer whose outbound backlog is over its max_queued. */
+struct full_customer {
+    struct full_customer *next;
+    char name[65];
+};
+
 struct sr_node {
     uv_loop_t loop;
+    bool backlog_full;          /* over delivery.queue_high_water */
+    struct full_customer *full; /* customers over max_queued */
     const struct sr_config *cfg;
     unsigned boot;
     struct queue_store *store;
@@ -30,6 +39,7 @@ struct sr_node {
     struct ingest *ingest;
     struct repair *repair;
     struct shards *shards;   /* delivery leases and shard ownership */
+    struct deliver *deliver; /* outbound delivery of the shards it owns */
     struct floatip *floatip; /* NULL without floating.address */
     struct tls_ctx *tls;
     struct smtp_server *smtp;

@@ -85,9 +85,18 @@ static void put_msg(struct queue_store *s, MDB_txn *txn, const char *code,
     free(buf);
 }
 
+static void pending_add(struct queue_store *s, MDB_txn *txn,
+                        const char *customer, int64_t delta)
+{
+    char k[128];
+    snprintf(k, sizeof k, "pending:%s", customer);
+    store_count_add(s, txn, k, delta);
+}
+
 void dqueue_index_new(struct queue_store *s, MDB_txn *txn, const char *code,
                       Sr__StoredMessage *m, uint64_t time_ms)
 {
+    pending_add(s, txn, m->accept->customer, (int64_t)m->n_rcpts);
     uint8_t k[600];
     for (size_t i = 0; i < m->n_rcpts; i++) {
         m->rcpts[i]->due_ms = time_ms;
@@ -178,6 +187,26 @@ int dqueue_apply_shards(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
     return 0;
 }
 
+/* ---- DSN marks: meta "dsnq:" code NUL rcpt -> shard (1 byte) ---- */
+
+static size_t dsn_key(char *k, size_t cap, const char *code, unsigned rcpt)
+{
+    size_t n = (size_t)snprintf(k, cap, "dsnq:%s", code) + 1;
+    n += (size_t)snprintf(k + n, cap - n, "%u", rcpt);
+    return n;
+}
+
+int dqueue_take_dsn(struct queue_store *s, MDB_txn *txn, const char *code,
+                    unsigned rcpt)
+{
+    char k[600];
+    MDB_val key = {dsn_key(k, sizeof k, code, rcpt), k}, v;
+    if (mdb_get(txn, s->dbi[DB_META], &key, &v) != 0)
+        return SR_EEXIST;
+    del(txn, s->dbi[DB_META], k, key.mv_size);
+    return 0;
+}
+
 /* ---- results ---- */
 
 static void add_event(struct queue_store *s, MDB_txn *txn, const Sr__Event *e)
@@ -257,6 +286,8 @@ int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
         del(txn, s->dbi[DB_IDX_STATE], sk,
             state_key(sk, sizeof sk, rc->state, r->code, i));
         store_count_add(s, txn, count_name(rc->state), -1);
+        if (target != RCPT_DEFERRED)
+            pending_add(s, txn, m->accept->customer, -1);
         rc->state = target;
         rc->attempts++;
         /* protobuf-c points absent strings at a shared constant */
@@ -288,7 +319,18 @@ int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
         e.node = r->node;
         e.mx = r->mx;
         e.customer = m->accept->customer;
+        e.bounce_class = r->bounce_class;
         add_event(s, txn, &e);
+        /* A DSN goes back to the sender; never for a null sender, never
+         * for a DSN itself (RFC 3461 / RFC 5321 6.1). */
+        if ((target == RCPT_BOUNCED || target == RCPT_EXPIRED) &&
+            m->accept->mail_from[0] != '\0' &&
+            m->accept->dsn_for_code[0] == '\0') {
+            char dk[600];
+            uint8_t sh = (uint8_t)shard;
+            store_put(txn, s->dbi[DB_META], dk,
+                      dsn_key(dk, sizeof dk, r->code, i), &sh, 1);
+        }
         changed++;
     }
     if (changed)
@@ -298,6 +340,60 @@ int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
 }
 
 /* ---- reads ---- */
+
+uint64_t dqueue_customer_pending(struct queue_store *s, const char *customer)
+{
+    MDB_txn *txn;
+    uint64_t n = 0;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+        return 0;
+    char k[128];
+    snprintf(k, sizeof k, "pending:%s", customer);
+    MDB_val key = {strlen(k), k}, v;
+    if (mdb_get(txn, s->dbi[DB_META], &key, &v) == 0 && v.mv_size == 8)
+        memcpy(&n, v.mv_data, 8);
+    mdb_txn_abort(txn);
+    return n;
+}
+
+size_t dqueue_dsn_pending(struct queue_store *s, uint64_t shard_mask,
+                          size_t limit,
+                          void (*fn)(void *ud, const char *code, unsigned rcpt),
+                          void *ud)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    size_t n = 0;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+        return 0;
+    if (mdb_cursor_open(txn, s->dbi[DB_META], &cur) == 0) {
+        MDB_val k = {5, "dsnq:"}, v;
+        int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        while (rc == 0 && n < limit && k.mv_size > 5 &&
+               memcmp(k.mv_data, "dsnq:", 5) == 0) {
+            const char *p = (const char *)k.mv_data + 5;
+            size_t rest = k.mv_size - 5;
+            const char *nul = memchr(p, 0, rest);
+            if (nul != NULL && v.mv_size == 1 &&
+                (shard_mask >> *(uint8_t *)v.mv_data & 1)) {
+                char code[256], num[16];
+                size_t cl = (size_t)(nul - p), nl = rest - cl - 1;
+                if (cl < sizeof code && nl > 0 && nl < sizeof num) {
+                    memcpy(code, p, cl);
+                    code[cl] = 0;
+                    memcpy(num, nul + 1, nl);
+                    num[nl] = 0;
+                    fn(ud, code, (unsigned)strtoul(num, NULL, 10));
+                    n++;
+                }
+            }
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        }
+        mdb_cursor_close(cur);
+    }
+    mdb_txn_abort(txn);
+    return n;
+}
 
 void dqueue_shards(struct queue_store *s, uint64_t owners[SHARD_COUNT],
                    uint64_t *epoch)

@@ -57,7 +57,22 @@ int dqueue_apply_shards(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
 int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
                         const Sr__DeliveryResult *r);
 
+/* A DSN for (code, rcpt) is being applied: 0 when the bounce was waiting
+ * for it (the mark is taken), SR_EEXIST when not (already generated). */
+int dqueue_take_dsn(struct queue_store *s, MDB_txn *txn, const char *code,
+                    unsigned rcpt);
+
 /* ---- reads (loop thread) ---- */
+
+/* Calls fn for up to limit bounced or expired recipients, in shards of
+ * shard_mask, whose DSN to the sender has not been generated yet. */
+size_t dqueue_dsn_pending(struct queue_store *s, uint64_t shard_mask,
+                          size_t limit,
+                          void (*fn)(void *ud, const char *code, unsigned rcpt),
+                          void *ud);
+
+/* Recipients of this customer's messages still queued or deferred. */
+uint64_t dqueue_customer_pending(struct queue_store *s, const char *customer);
 
 /* The shard table; owners are 0 before the first assignment. */
 void dqueue_shards(struct queue_store *s, uint64_t owners[SHARD_COUNT],

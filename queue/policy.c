@@ -284,7 +284,7 @@ static int parse_networks(json_t *v, unsigned idx, struct policy_customer *c,
 static const char *const customer_keys[] = {
     "name",           "networks",    "max_sessions", "max_message_size",
     "max_recipients", "require_tls", "users",        "require_auth",
-    "listen_port",
+    "listen_port",    "max_queued",
 };
 
 /* "users": [{"name": "...", "password": "pbkdf2-sha256$..."}] */
@@ -395,8 +395,13 @@ static int parse_customer(json_t *obj, unsigned idx, struct policy_customer *c,
     if (rc == 0)
         rc =
             get_int(obj, "max_recipients", idx, 1, 100000, &rcpts, err, errlen);
+    long long queued = 0;
+    if (rc == 0)
+        rc = get_int(obj, "max_queued", idx, 0, 1000000000, &queued, err,
+                     errlen);
     if (rc != 0)
         return rc;
+    c->max_queued = (unsigned)queued;
     c->max_sessions = (unsigned)sessions;
     c->max_message_size = (size_t)size;
     c->max_recipients = (unsigned)rcpts;

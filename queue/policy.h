@@ -59,6 +59,9 @@ struct policy_customer {
     unsigned listen_port; /* 0 = none; else every node listens on
                              smtp.customer_host:listen_port for this
                              customer */
+    unsigned max_queued;  /* 0 = no limit; else MAIL gets 452 4.3.1 while
+                             this many of its recipients wait for delivery,
+                             until they are back under 90 % */
 };
 
 /* A transport override for a destination domain (like Postfix's

@@ -149,6 +149,9 @@ static int apply_accept(struct queue_store *s, MDB_txn *txn, uint64_t index,
         return SR_EEXIST;
     if (a->deadline_ms != 0 && time_ms > a->deadline_ms)
         return SR_ETIMEDOUT;
+    if (a->dsn_for_code[0] != '\0' &&
+        dqueue_take_dsn(s, txn, a->dsn_for_code, a->dsn_for_rcpt) != 0)
+        return SR_EEXIST; /* this bounce has its DSN already */
 
     Sr__StoredMessage m = SR__STORED_MESSAGE__INIT;
     Sr__StoredRcpt *rs = calloc(a->n_rcpts, sizeof *rs);

@@ -162,7 +162,13 @@ raft:
         if c.admin_tls:
             text += (f'  tls_cert: "{c.admin_cert}"\n'
                      f'  tls_key: "{c.admin_key}"\n')
-        text += extra
+        # Delivery is off unless the test asks for it: it would look up MX
+        # records with the system resolver, which is not on loopback.
+        d = c.delivery if c.delivery is not None else {"enabled": "false"}
+        if d:
+            text += "delivery:\n" + "".join(
+                "  %s: %s\n" % kv for kv in d.items())
+        text += c.extra_config + extra
         with open(self.config_path, "w") as f:
             f.write(text)
 
@@ -255,8 +261,13 @@ class Cluster:
     def __init__(self, tmpdir, n=3, tls=False, snapshot_threshold=16384,
                  snapshot_trailing=4096, commit_timeout_ms=15000,
                  log_level="info", token=None, command_timeout_s=300,
-                 data_timeout_s=180, peer_tls=True, admin_tls=False):
+                 data_timeout_s=180, peer_tls=True, admin_tls=False,
+                 extra_config="", delivery=None):
         self.dir = str(tmpdir)
+        # YAML appended to every node's config (e.g. a delivery: section)
+        self.extra_config = extra_config
+        # delivery: keys of the node's delivery: section (None = disabled)
+        self.delivery = delivery
         os.makedirs(self.dir, exist_ok=True)
         self.tls = tls
         self.snapshot_threshold = snapshot_threshold

@@ -71,6 +71,8 @@ cluster:
 smtp:
   listen: ["0.0.0.0:2525"]
   commit_timeout_ms: 3000
+delivery:
+  enabled: false
 floating:
   address: "{floating}/24"
   interface: eth0

@@ -440,6 +440,9 @@ static const struct err_case err_cases[] = {
      "delivery.tls: must be none, may or require"},
     {"delivery:\n  retry_min_s: 600\n  retry_max_s: 60\n", SR_EINVAL,
      "delivery.retry_max_s: must be at least delivery.retry_min_s (600)"},
+    {"delivery:\n  queue_high_water: 10\n  queue_low_water: 10\n", SR_EINVAL,
+     "delivery.queue_low_water: must be less than delivery.queue_high_water "
+     "(10)"},
     {"delivery:\n  port: 0\n", SR_EINVAL,
      "delivery.port: must be an integer between 1 and 65535"},
     /* addresses */

@@ -139,6 +139,8 @@ static const struct err_case err_cases[] = {
     {"[]", SR_EINVAL, "policy: must be an object"},
     {"null", SR_EINVAL, "policy: must be an object"},
     {"{}", SR_EINVAL, "customers: required"},
+    {"{\"customers\":[{\"name\":\"a\",\"max_queued\":-1}]}", SR_EINVAL,
+     "customers[0].max_queued: must be an integer between 0 and 1000000000"},
     {"{\"customers\":[{\"name\":\"a\"}],\"routes\":{}}", SR_EINVAL,
      "routes: must be an array"},
     {"{\"customers\":[{\"name\":\"a\"}],\"routes\":[{\"domain\":"

@@ -1,0 +1,1189 @@
+/* deliver.c - the delivery engine (see deliver.h). */
+#include "engine/deliver.h"
+
+#include <openssl/sha.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "engine/dsn.h"
+#include "engine/ingest.h"
+#include "engine/mx.h"
+#include "engine/shards.h"
+#include "gateways/smtp_client.h"
+#include "node/errors.h"
+#include "node/log.h"
+#include "queue/bodystore.h"
+#include "queue/dqueue.h"
+#include "queue/policy.h"
+#include "queue/store.h"
+#include "raft/rnode.h"
+#include "raft/rpc.h"
+
+#define SCAN_LIMIT 2000 /* due recipients looked at per tick */
+#define MAX_JOBS 4000   /* jobs held in memory at once */
+#define INFLIGHT_BUCKETS 4096
+#define RECORD_RETRY_MS 1000
+#define MAX_TARGETS 32
+
+struct deliver;
+struct dest;
+struct conn;
+
+/* A recipient this node is working on, until its result is committed. */
+struct inflight {
+    struct inflight *next;
+    unsigned rcpt;
+    char code[];
+};
+
+/* One message to one destination domain: some of its recipients. Owned by
+ * the engine; on its destination's queue, then on a connection, then on
+ * the record list until every result is committed. */
+struct job {
+    struct job *next;
+    struct deliver *d;
+    struct dest *dest;
+    char *code;
+    char *sender;
+    char *customer;
+    unsigned n;
+    unsigned *idx;   /* recipient numbers in the message */
+    char **rcpts;    /* addresses */
+    unsigned *tries; /* attempts so far, per recipient */
+    uint64_t committed_at;
+    uint64_t *holders;
+    size_t n_holders, tried;
+    uint8_t digest[32];
+    uint8_t *body;
+    size_t len;
+    /* results to record: outcome per recipient, reply, next attempt */
+    unsigned *outcome;
+    const char **klass; /* bounce class (static strings) */
+    char **reply;
+    uint64_t *next_ms;
+    char mx[300];
+    struct smtp_client_msg msg; /* lent to the client while it sends */
+    uint64_t index;    /* highest Raft index of its committed results */
+    unsigned pending;  /* proposals in flight */
+    unsigned recorded; /* results committed */
+    int stopped;       /* engine stopping: drop, do not record */
+};
+
+/* A delivery target: one address of one host. */
+struct target {
+    char host[MX_NAME_MAX + 1];
+    struct sockaddr_storage ss;
+};
+
+struct conn {
+    struct conn *next;
+    struct dest *dest;
+    struct smtp_client *c;
+    struct job *job; /* in flight */
+    struct target *targets;
+    unsigned n_targets, next_target;
+    char peer[320];
+    unsigned sent;
+    bool ready;
+    bool resolving;
+};
+
+/* A destination domain with its queue and connections. */
+struct dest {
+    struct dest *next;
+    struct deliver *d;
+    char domain[MX_NAME_MAX + 1];
+    struct job *head, *tail;
+    unsigned queued;
+    struct conn *conns;
+    unsigned n_conns;
+    unsigned jobs; /* jobs alive for it (loading, queued, sending, recording) */
+};
+
+struct deliver {
+    struct deliver_deps deps;
+    uv_timer_t timer;
+    uv_timer_t record_timer;
+    struct mx_resolver *mx;
+    struct inflight *inflight[INFLIGHT_BUCKETS];
+    unsigned n_inflight;
+    struct dest *dests;
+    struct job *to_record; /* jobs whose results wait for a retry */
+    struct job *settling;  /* recorded, until this node's state has them */
+    unsigned jobs_alive;
+    unsigned conns_total;
+    struct deliver_stats stats;
+    int stopping;
+    int handles; /* timers not closed yet */
+    unsigned io; /* body reads and fetches in flight */
+};
+
+static void maybe_free(struct deliver *d);
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- the in-flight set ---- */
+
+static unsigned ihash(const char *code, unsigned rcpt)
+{
+    uint32_t h = 2166136261u ^ rcpt;
+    for (; *code; code++)
+        h = (h ^ (uint8_t)*code) * 16777619u;
+    return h % INFLIGHT_BUCKETS;
+}
+
+static bool inflight_has(struct deliver *d, const char *code, unsigned rcpt)
+{
+    for (struct inflight *f = d->inflight[ihash(code, rcpt)]; f; f = f->next)
+        if (f->rcpt == rcpt && strcmp(f->code, code) == 0)
+            return true;
+    return false;
+}
+
+static void inflight_add(struct deliver *d, const char *code, unsigned rcpt)
+{
+    size_t l = strlen(code) + 1;
+    struct inflight *f = malloc(sizeof *f + l);
+    if (f == NULL)
+        return;
+    f->rcpt = rcpt;
+    memcpy(f->code, code, l);
+    unsigned h = ihash(code, rcpt);
+    f->next = d->inflight[h];
+    d->inflight[h] = f;
+    d->n_inflight++;
+}
+
+static void inflight_del(struct deliver *d, const char *code, unsigned rcpt)
+{
+    for (struct inflight **p = &d->inflight[ihash(code, rcpt)]; *p;
+         p = &(*p)->next) {
+        if ((*p)->rcpt == rcpt && strcmp((*p)->code, code) == 0) {
+            struct inflight *f = *p;
+            *p = f->next;
+            free(f);
+            d->n_inflight--;
+            return;
+        }
+    }
+}
+
+/* ---- jobs ---- */
+
+static void dest_maybe_free(struct dest *ds);
+
+static void job_free(struct job *j)
+{
+    struct deliver *d = j->d;
+    if (!d->stopping && j->dest != NULL) {
+        j->dest->jobs--;
+        dest_maybe_free(j->dest);
+    }
+    for (unsigned i = 0; i < j->n; i++) {
+        if (!j->stopped)
+            inflight_del(d, j->code, j->idx[i]);
+        free(j->rcpts[i]);
+        free(j->reply ? j->reply[i] : NULL);
+    }
+    free(j->code);
+    free(j->sender);
+    free(j->customer);
+    free(j->idx);
+    free(j->rcpts);
+    free(j->tries);
+    free(j->holders);
+    free(j->body);
+    free(j->outcome);
+    free(j->klass);
+    free(j->reply);
+    free(j->next_ms);
+    free(j);
+    d->jobs_alive--;
+    if (d->stopping)
+        maybe_free(d);
+}
+
+static void record(struct job *j);
+
+static void recorded(void *ud, int status, uint64_t index)
+{
+    (void)index;
+    struct job *j = ud;
+    struct deliver *d = j->d;
+    j->pending--;
+    if (status == 0 || status == SR_EEXIST || status == SR_ENOTFOUND) {
+        j->recorded++;
+        if (index > j->index)
+            j->index = index;
+    }
+    if (j->pending > 0)
+        return;
+    if (j->stopped || d->stopping) {
+        job_free(j);
+        return;
+    }
+    if (j->recorded == j->n) {
+        /* On a follower the leader answers once it applied the entry; this
+         * node's state may lag. Until it has the results, the recipients
+         * still look due here: keep them in flight. */
+        if (queue_store_applied(d->deps.store) >= j->index) {
+            job_free(j);
+        } else {
+            j->next = d->settling;
+            d->settling = j;
+        }
+        return;
+    }
+    /* Some result did not commit (no leader, timeout): try again soon,
+     * keeping the recipients in flight so nobody here sends them twice. */
+    j->next = d->to_record;
+    d->to_record = j;
+}
+
+/* Proposes every result of the job not committed yet. */
+static void record(struct job *j)
+{
+    struct deliver *d = j->d;
+    j->recorded = 0;
+    for (unsigned i = 0; i < j->n; i++) {
+        Sr__DeliveryResult r = SR__DELIVERY_RESULT__INIT;
+        uint32_t idx = j->idx[i];
+        r.code = j->code;
+        r.rcpts = &idx;
+        r.n_rcpts = 1;
+        r.outcome = j->outcome[i];
+        r.reply = j->reply[i] ? j->reply[i] : "";
+        r.next_attempt_ms = j->next_ms[i];
+        r.node = d->deps.cfg->node_id;
+        r.mx = j->mx;
+        r.bounce_class = (char *)(j->klass[i] ? j->klass[i] : "");
+        Sr__Op op = SR__OP__INIT;
+        op.op_case = SR__OP__OP_DELIVERY_RESULT;
+        op.delivery_result = &r;
+        if (rnode_propose(d->deps.rn, &op, 10000, recorded, j) == 0)
+            j->pending++;
+    }
+    if (j->pending == 0) {
+        j->next = d->to_record;
+        d->to_record = j;
+    }
+}
+
+static void retry_records(uv_timer_t *t)
+{
+    struct deliver *d = t->data;
+    struct job *list = d->to_record;
+    d->to_record = NULL;
+    while (list) {
+        struct job *j = list;
+        list = j->next;
+        record(j);
+    }
+}
+
+/* Backoff for a recipient tried `tries` times before: min doubling to max,
+ * times a jitter in [0.8, 1.2). */
+static uint64_t backoff_ms(const struct sr_config *cfg, unsigned tries)
+{
+    uint64_t s = cfg->delivery_retry_min_s;
+    for (unsigned i = 0; i < tries && s < cfg->delivery_retry_max_s; i++)
+        s *= 2;
+    if (s > cfg->delivery_retry_max_s)
+        s = cfg->delivery_retry_max_s;
+    uint64_t ms = s * 1000;
+    return ms * 8 / 10 + (uint64_t)rand() % (ms * 4 / 10 + 1);
+}
+
+static const char *outcome_event(unsigned o)
+{
+    return delivery_outcome_name(o);
+}
+
+/* Sets recipient i's outcome: status is SMTP_OK/TEMPFAIL/PERMFAIL. */
+static void set_outcome(struct job *j, unsigned i, enum smtp_status st,
+                        const char *reply)
+{
+    struct deliver *d = j->d;
+    const struct sr_config *cfg = d->deps.cfg;
+    uint64_t now = wall_ms();
+    unsigned o;
+    if (st == SMTP_OK) {
+        o = DELIVERY_DELIVERED;
+    } else if (st == SMTP_PERMFAIL) {
+        o = DELIVERY_BOUNCED;
+    } else if (now >=
+               j->committed_at + (uint64_t)cfg->delivery_max_age_s * 1000) {
+        o = DELIVERY_EXPIRED;
+    } else {
+        o = DELIVERY_DEFERRED;
+        j->next_ms[i] = now + backoff_ms(cfg, j->tries[i]);
+    }
+    j->outcome[i] = o;
+    j->klass[i] = o == DELIVERY_DELIVERED ? "" : dsn_classify(reply, o);
+    free(j->reply[i]);
+    j->reply[i] = strdup(reply ? reply : "");
+    switch (o) {
+    case DELIVERY_DELIVERED:
+        d->stats.delivered++;
+        break;
+    case DELIVERY_DEFERRED:
+        d->stats.deferred++;
+        break;
+    case DELIVERY_BOUNCED:
+        d->stats.bounced++;
+        break;
+    default:
+        d->stats.expired++;
+        break;
+    }
+    LOG_INFO("code=%s event=%s to=<%s> relay=%s attempts=%u reply=\"%s\"",
+             j->code, outcome_event(o), j->rcpts[i], j->mx[0] ? j->mx : "none",
+             j->tries[i] + 1, j->reply[i] ? j->reply[i] : "");
+}
+
+/* Every recipient of the job gets the same outcome. */
+static void job_fail_all(struct job *j, enum smtp_status st, const char *reason)
+{
+    for (unsigned i = 0; i < j->n; i++)
+        set_outcome(j, i, st, reason);
+    record(j);
+}
+
+/* ---- destinations ---- */
+
+static void dest_pump(struct dest *ds);
+
+static struct dest *dest_get(struct deliver *d, const char *domain)
+{
+    for (struct dest *ds = d->dests; ds; ds = ds->next)
+        if (strcmp(ds->domain, domain) == 0)
+            return ds;
+    struct dest *ds = calloc(1, sizeof *ds);
+    if (ds == NULL)
+        return NULL;
+    ds->d = d;
+    snprintf(ds->domain, sizeof ds->domain, "%s", domain);
+    ds->next = d->dests;
+    d->dests = ds;
+    return ds;
+}
+
+/* Frees a destination with nothing queued and no connection. */
+static void dest_maybe_free(struct dest *ds)
+{
+    if (ds->head || ds->conns || ds->jobs)
+        return;
+    struct deliver *d = ds->d;
+    for (struct dest **p = &d->dests; *p; p = &(*p)->next) {
+        if (*p == ds) {
+            *p = ds->next;
+            free(ds);
+            return;
+        }
+    }
+}
+
+static struct job *dest_pop(struct dest *ds)
+{
+    struct job *j = ds->head;
+    if (j) {
+        ds->head = j->next;
+        if (ds->head == NULL)
+            ds->tail = NULL;
+        j->next = NULL;
+        ds->queued--;
+    }
+    return j;
+}
+
+static void dest_push(struct dest *ds, struct job *j)
+{
+    j->next = NULL;
+    if (ds->tail)
+        ds->tail->next = j;
+    else
+        ds->head = j;
+    ds->tail = j;
+    ds->queued++;
+}
+
+/* No connection can be made: every queued job gets st. */
+static void dest_fail_queue(struct dest *ds, enum smtp_status st,
+                            const char *reason)
+{
+    struct job *j;
+    while ((j = dest_pop(ds)) != NULL) {
+        snprintf(j->mx, sizeof j->mx, "%s", ds->domain);
+        job_fail_all(j, st, reason);
+    }
+}
+
+/* ---- connections ---- */
+
+static void conn_event(struct smtp_client *c,
+                       const struct smtp_client_event *ev, void *ud);
+
+static void conn_free(struct conn *cn)
+{
+    struct dest *ds = cn->dest;
+    struct deliver *d = ds->d;
+    for (struct conn **p = &ds->conns; *p; p = &(*p)->next) {
+        if (*p == cn) {
+            *p = cn->next;
+            break;
+        }
+    }
+    ds->n_conns--;
+    d->conns_total--;
+    free(cn->targets);
+    free(cn);
+}
+
+/* Connects to the next target; false when none is left. */
+static bool conn_try_next(struct conn *cn)
+{
+    struct deliver *d = cn->dest->d;
+    const struct sr_config *cfg = d->deps.cfg;
+    while (cn->next_target < cn->n_targets) {
+        struct target *t = &cn->targets[cn->next_target++];
+        char ip[INET6_ADDRSTRLEN] = "?";
+        int port = 0;
+        if (t->ss.ss_family == AF_INET) {
+            uv_ip4_name((struct sockaddr_in *)&t->ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in *)&t->ss)->sin_port);
+        } else {
+            uv_ip6_name((struct sockaddr_in6 *)&t->ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in6 *)&t->ss)->sin6_port);
+        }
+        snprintf(cn->peer, sizeof cn->peer, "%s[%s]:%d", t->host, ip, port);
+        struct smtp_client_opts o = {0};
+        o.addr = (struct sockaddr *)&t->ss;
+        o.ehlo_name = cfg->hostname;
+        o.tls_mode = SMTP_TLS_OPPORTUNISTIC;
+        const struct policy_route *r =
+            policy_route_for(d->deps.policy(d->deps.ud), cn->dest->domain);
+        const char *mode = cfg->delivery_tls;
+        if (r && r->tls == POLICY_TLS_NONE)
+            mode = "none";
+        else if (r && r->tls == POLICY_TLS_MAY)
+            mode = "may";
+        else if (r && r->tls == POLICY_TLS_REQUIRE)
+            mode = "require";
+        if (strcmp(mode, "none") == 0)
+            o.tls_mode = SMTP_TLS_NONE;
+        else if (strcmp(mode, "require") == 0)
+            o.tls_mode = SMTP_TLS_REQUIRED;
+        o.tls_hostname = t->host;
+        char err[SR_ERRMSG_SIZE];
+        if (smtp_client_connect(d->deps.loop, &o, conn_event, cn, &cn->c, err,
+                                sizeof err) == 0)
+            return true;
+        LOG_DEBUG("event=connect_failed relay=%s error=\"%s\"", cn->peer, err);
+    }
+    return false;
+}
+
+/* The connection is gone or never came: put its job back, maybe fail the
+ * destination's queue, and free it. */
+static void conn_end(struct conn *cn, const char *reason)
+{
+    struct dest *ds = cn->dest;
+    if (cn->job) {
+        /* cannot happen: results come before CLOSED; be safe */
+        job_fail_all(cn->job, SMTP_TEMPFAIL, reason);
+        cn->job = NULL;
+    }
+    bool was_ready = cn->ready;
+    conn_free(cn);
+    /* Never got a session: the destination is unreachable now. Defer what
+     * waits for it (like Postfix marking it dead) rather than dial again
+     * at once. */
+    if (!was_ready)
+        dest_fail_queue(ds, SMTP_TEMPFAIL, reason);
+    dest_pump(ds);
+    dest_maybe_free(ds);
+}
+
+static void conn_send_next(struct conn *cn);
+
+static void msg_done(struct smtp_client *c, const struct smtp_client_result *r,
+                     void *ud)
+{
+    (void)c;
+    struct conn *cn = ud;
+    struct job *j = cn->job;
+    cn->job = NULL;
+    cn->sent++;
+    snprintf(j->mx, sizeof j->mx, "%s", cn->peer);
+    for (unsigned i = 0; i < j->n && i < r->n_rcpts; i++) {
+        const struct smtp_rcpt_result *rr = &r->rcpts[i];
+        char reply[700];
+        if (rr->status == SMTP_OK)
+            snprintf(reply, sizeof reply, "%d %s%s%s", r->data.code,
+                     r->data.enh, r->data.enh[0] ? " " : "", r->data.text);
+        else if (rr->reply.code >= 400)
+            snprintf(reply, sizeof reply, "%d %s%s%s", rr->reply.code,
+                     rr->reply.enh, rr->reply.enh[0] ? " " : "",
+                     rr->reply.text);
+        else
+            snprintf(reply, sizeof reply, "%s", r->reason);
+        set_outcome(j, i, rr->status, reply);
+    }
+    record(j);
+    if (r->conn_dead)
+        return; /* CLOSED follows */
+    if (cn->sent >= cn->dest->d->deps.cfg->delivery_msgs_per_conn) {
+        smtp_client_quit(cn->c);
+        return;
+    }
+    conn_send_next(cn);
+}
+
+static void conn_send_next(struct conn *cn)
+{
+    struct dest *ds = cn->dest;
+    if (cn->job != NULL || !cn->ready)
+        return;
+    struct job *j = dest_pop(ds);
+    if (j == NULL)
+        return; /* idle: the client's idle timer ends it */
+    struct smtp_client_msg *m = &j->msg;
+    memset(m, 0, sizeof *m);
+    m->sender = j->sender;
+    m->rcpts = (const char *const *)j->rcpts;
+    m->n_rcpts = j->n;
+    m->body = (const char *)j->body;
+    m->body_len = j->len;
+    cn->job = j;
+    if (smtp_client_send(cn->c, m, msg_done, cn) != 0) {
+        cn->job = NULL;
+        dest_push(ds, j); /* back to the queue; the connection is ending */
+    }
+}
+
+static void conn_event(struct smtp_client *c,
+                       const struct smtp_client_event *ev, void *ud)
+{
+    (void)c;
+    struct conn *cn = ud;
+    switch (ev->type) {
+    case SMTP_CLIENT_READY:
+        cn->ready = true;
+        LOG_DEBUG("event=connected relay=%s tls=%s", cn->peer,
+                  ev->tls_version ? ev->tls_version : "none");
+        conn_send_next(cn);
+        /* a queue longer than one connection can take: open more */
+        dest_pump(cn->dest);
+        break;
+    case SMTP_CLIENT_FAILED:
+        cn->c = NULL;
+        LOG_INFO("event=connect_failed domain=%s relay=%s reason=\"%s\"",
+                 cn->dest->domain, cn->peer, ev->reason);
+        if (cn->dest->d->stopping || !conn_try_next(cn)) {
+            char reason[600];
+            snprintf(reason, sizeof reason, "%s: %s", cn->peer, ev->reason);
+            conn_end(cn, reason);
+        }
+        break;
+    case SMTP_CLIENT_CLOSED:
+        cn->c = NULL;
+        conn_end(cn, ev->reason);
+        break;
+    }
+}
+
+static void add_target(struct conn *cn, const char *host,
+                       const struct sockaddr_storage *ss)
+{
+    if (cn->n_targets >= MAX_TARGETS)
+        return;
+    struct target *t = &cn->targets[cn->n_targets++];
+    snprintf(t->host, sizeof t->host, "%s", host);
+    t->ss = *ss;
+}
+
+static void resolved(const struct mx_result *res, bool cached, void *ud)
+{
+    (void)cached;
+    struct conn *cn = ud;
+    struct dest *ds = cn->dest;
+    struct deliver *d = ds->d;
+    cn->resolving = false;
+    if (d->stopping) {
+        conn_free(cn);
+        return;
+    }
+    if (res->status == MX_OK) {
+        for (size_t i = 0; i < res->ntargets; i++) {
+            const struct mx_target *t = &res->targets[i];
+            for (size_t a = 0; a < t->naddrs; a++) {
+                struct sockaddr_storage ss;
+                mx_addr_sockaddr(&t->addrs[a],
+                                 (uint16_t)d->deps.cfg->delivery_port, &ss);
+                add_target(cn, t->host, &ss);
+            }
+        }
+        if (conn_try_next(cn))
+            return;
+    }
+    char reason[300];
+    snprintf(reason, sizeof reason, "%s: %s (%s)", ds->domain,
+             res->msg[0] ? res->msg : mx_reason_str(res->reason),
+             mx_status_str(res->status));
+    conn_free(cn);
+    dest_fail_queue(
+        ds, res->status == MX_PERMFAIL ? SMTP_PERMFAIL : SMTP_TEMPFAIL, reason);
+    dest_maybe_free(ds);
+}
+
+/* Opens one more connection to the destination. */
+static void conn_open(struct dest *ds)
+{
+    struct deliver *d = ds->d;
+    struct conn *cn = calloc(1, sizeof *cn);
+    if (cn == NULL)
+        return;
+    cn->targets = calloc(MAX_TARGETS, sizeof *cn->targets);
+    if (cn->targets == NULL) {
+        free(cn);
+        return;
+    }
+    cn->dest = ds;
+    cn->next = ds->conns;
+    ds->conns = cn;
+    ds->n_conns++;
+    d->conns_total++;
+    const struct policy_route *r =
+        policy_route_for(d->deps.policy(d->deps.ud), ds->domain);
+    if (r != NULL) {
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof ss);
+        if (uv_ip4_addr(r->host, (int)r->port, (struct sockaddr_in *)&ss) != 0)
+            uv_ip6_addr(r->host, (int)r->port, (struct sockaddr_in6 *)&ss);
+        add_target(cn, r->host, &ss);
+        if (!conn_try_next(cn)) {
+            conn_free(cn);
+            dest_fail_queue(ds, SMTP_TEMPFAIL, "cannot connect to route");
+        }
+        return;
+    }
+    cn->resolving = true;
+    if (mx_resolve(d->mx, ds->domain, resolved, cn) != 0) {
+        conn_free(cn);
+        dest_fail_queue(ds, SMTP_TEMPFAIL, "DNS resolver unavailable");
+    }
+}
+
+/* Feeds idle connections, opens new ones while the queue needs them. */
+static void dest_pump(struct dest *ds)
+{
+    struct deliver *d = ds->d;
+    if (d->stopping)
+        return;
+    for (struct conn *cn = ds->conns; cn && ds->head; cn = cn->next)
+        if (cn->ready && cn->job == NULL)
+            conn_send_next(cn);
+    const struct sr_config *cfg = d->deps.cfg;
+    /* Every ready connection is busy now; connections still being set up
+     * will each take one job. Open more while jobs outnumber them. */
+    unsigned connecting = 0;
+    for (struct conn *cn = ds->conns; cn; cn = cn->next)
+        if (!cn->ready)
+            connecting++;
+    while (ds->head && ds->queued > connecting &&
+           ds->n_conns < cfg->delivery_max_conns_domain &&
+           d->conns_total < cfg->delivery_max_conns) {
+        unsigned before = ds->n_conns;
+        conn_open(ds);
+        if (ds->n_conns <= before)
+            break;
+        connecting++;
+    }
+}
+
+/* ---- bodies ---- */
+
+static void job_ready(struct job *j)
+{
+    struct dest *ds = j->dest;
+    dest_push(ds, j);
+    dest_pump(ds);
+}
+
+static void fetch_next(struct job *j);
+
+static void got_remote(void *ud, int status, const Sr__Rpc *resp)
+{
+    struct job *j = ud;
+    j->d->io--;
+    if (j->d->stopping) {
+        job_free(j);
+        return;
+    }
+    if (status != 0 || resp->body_case != SR__RPC__BODY_BODY_RESP ||
+        resp->body_resp->status != 0) {
+        fetch_next(j);
+        return;
+    }
+    uint8_t dg[SHA256_DIGEST_LENGTH];
+    SHA256(resp->body_resp->body.data, resp->body_resp->body.len, dg);
+    if (memcmp(dg, j->digest, sizeof dg) != 0) {
+        fetch_next(j);
+        return;
+    }
+    j->len = resp->body_resp->body.len;
+    j->body = malloc(j->len ? j->len : 1);
+    if (j->body == NULL) {
+        job_free(j);
+        return;
+    }
+    memcpy(j->body, resp->body_resp->body.data, j->len);
+    job_ready(j);
+}
+
+static void fetch_next(struct job *j)
+{
+    struct deliver *d = j->d;
+    while (j->tried < j->n_holders) {
+        uint64_t id = j->holders[j->tried++];
+        char addr[128];
+        if (id == d->deps.cfg->node_id ||
+            rnode_rpc_address(d->deps.rn, id, addr, sizeof addr) != 0)
+            continue;
+        Sr__BodyGet g = SR__BODY_GET__INIT;
+        g.code = j->code;
+        Sr__Rpc rpc = SR__RPC__INIT;
+        rpc.body_case = SR__RPC__BODY_BODY_GET;
+        rpc.body_get = &g;
+        if (rpc_send(d->deps.rpc, id, addr, &rpc, 10000, got_remote, j) == 0) {
+            d->io++;
+            return;
+        }
+    }
+    /* No holder answered: try again later (the body is on a majority). */
+    snprintf(j->mx, sizeof j->mx, "none");
+    job_fail_all(j, SMTP_TEMPFAIL,
+                 "message body unavailable on this node "
+                 "and its holders");
+}
+
+static void got_local(void *ud, int status, uint8_t *data, size_t len)
+{
+    struct job *j = ud;
+    j->d->io--;
+    if (j->d->stopping) {
+        free(data);
+        job_free(j);
+        return;
+    }
+    if (status == 0) {
+        uint8_t dg[SHA256_DIGEST_LENGTH];
+        SHA256(data, len, dg);
+        if (memcmp(dg, j->digest, sizeof dg) == 0) {
+            j->body = data;
+            j->len = len;
+            job_ready(j);
+            return;
+        }
+        LOG_ERROR("code=%s event=body_digest_mismatch where=local", j->code);
+    }
+    free(data);
+    fetch_next(j);
+}
+
+/* ---- scanning ---- */
+
+struct due {
+    char code[256];
+    unsigned rcpt;
+};
+
+struct scan {
+    struct deliver *d;
+    struct due *items;
+    size_t n, cap;
+};
+
+static void on_due(void *ud, const char *code, unsigned rcpt, uint64_t due_ms)
+{
+    (void)due_ms;
+    struct scan *sc = ud;
+    if (sc->n >= sc->cap || inflight_has(sc->d, code, rcpt))
+        return;
+    snprintf(sc->items[sc->n].code, sizeof sc->items[0].code, "%s", code);
+    sc->items[sc->n].rcpt = rcpt;
+    sc->n++;
+}
+
+static int cmp_due(const void *a, const void *b)
+{
+    const struct due *x = a, *y = b;
+    int c = strcmp(x->code, y->code);
+    return c ? c : (x->rcpt > y->rcpt) - (x->rcpt < y->rcpt);
+}
+
+static const char *domain_of(const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+    return at ? at + 1 : addr;
+}
+
+/* Makes jobs (one per domain) of one message's due recipients. */
+static void make_jobs(struct deliver *d, const struct due *items, size_t n)
+{
+    Sr__StoredMessage *m;
+    if (queue_store_get_message(d->deps.store, items[0].code, &m) != 0)
+        return;
+    Sr__MessageAccept *a = m->accept;
+    bool *taken = calloc(n, sizeof *taken);
+    if (taken == NULL) {
+        sr__stored_message__free_unpacked(m, NULL);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (taken[i] || items[i].rcpt >= m->n_rcpts)
+            continue;
+        const char *dom = domain_of(m->rcpts[items[i].rcpt]->address);
+        char ldom[MX_NAME_MAX + 1];
+        size_t k = 0;
+        for (; dom[k] && k < MX_NAME_MAX; k++)
+            ldom[k] =
+                (char)((dom[k] >= 'A' && dom[k] <= 'Z') ? dom[k] + 32 : dom[k]);
+        ldom[k] = 0;
+        struct dest *ds = dest_get(d, ldom);
+        struct job *j = calloc(1, sizeof *j);
+        if (ds == NULL || j == NULL) {
+            free(j);
+            break;
+        }
+        j->d = d;
+        j->dest = ds;
+        ds->jobs++;
+        j->code = strdup(a->code);
+        j->sender = strdup(a->mail_from);
+        j->customer = strdup(a->customer);
+        j->committed_at = m->committed_at_ms;
+        j->holders =
+            calloc(a->n_holders ? a->n_holders : 1, sizeof *j->holders);
+        size_t cap = n;
+        j->idx = calloc(cap, sizeof *j->idx);
+        j->rcpts = calloc(cap, sizeof *j->rcpts);
+        j->tries = calloc(cap, sizeof *j->tries);
+        j->outcome = calloc(cap, sizeof *j->outcome);
+        j->klass = calloc(cap, sizeof *j->klass);
+        j->reply = calloc(cap, sizeof *j->reply);
+        j->next_ms = calloc(cap, sizeof *j->next_ms);
+        d->jobs_alive++;
+        if (!j->code || !j->sender || !j->customer || !j->holders || !j->idx ||
+            !j->rcpts || !j->tries || !j->outcome || !j->klass || !j->reply ||
+            !j->next_ms) {
+            j->stopped = 1;
+            job_free(j);
+            break;
+        }
+        memcpy(j->holders, a->holders, a->n_holders * sizeof *j->holders);
+        j->n_holders = a->n_holders;
+        if (a->digest.len == sizeof j->digest)
+            memcpy(j->digest, a->digest.data, sizeof j->digest);
+        for (size_t x = i; x < n; x++) {
+            if (taken[x] || items[x].rcpt >= m->n_rcpts)
+                continue;
+            const char *dx = domain_of(m->rcpts[items[x].rcpt]->address);
+            if (strcasecmp(dx, dom) != 0)
+                continue;
+            taken[x] = true;
+            Sr__StoredRcpt *rc = m->rcpts[items[x].rcpt];
+            j->idx[j->n] = items[x].rcpt;
+            j->rcpts[j->n] = strdup(rc->address);
+            j->tries[j->n] = rc->attempts;
+            inflight_add(d, a->code, items[x].rcpt);
+            j->n++;
+        }
+        d->stats.jobs++;
+        if (body_store_get(d->deps.bodies, j->code, got_local, j) == 0)
+            d->io++;
+        else
+            fetch_next(j);
+    }
+    free(taken);
+    sr__stored_message__free_unpacked(m, NULL);
+}
+
+/* ---- DSNs ---- */
+
+#define DSN_FLAG 0x80000000u /* in-flight key of a DSN being generated */
+#define DSN_BATCH 50
+
+struct dsnjob {
+    struct deliver *d;
+    char code[256];
+    unsigned rcpt;
+    Sr__StoredMessage *m;
+};
+
+static void dsn_done(void *ud, int status, const char *code)
+{
+    struct dsnjob *k = ud;
+    struct deliver *d = k->d;
+    if (status == 0)
+        LOG_INFO("code=%s event=dsn_sent for=%s rcpt=%u", code ? code : "-",
+                 k->code, k->rcpt);
+    else
+        LOG_WARN("event=dsn_failed for=%s rcpt=%u error=%s", k->code, k->rcpt,
+                 sr_strerror(status));
+    if (!d->stopping)
+        inflight_del(d, k->code, k->rcpt | DSN_FLAG);
+    d->io--;
+    free(k);
+    if (d->stopping)
+        maybe_free(d);
+}
+
+static void dsn_got_body(void *ud, int status, uint8_t *data, size_t len)
+{
+    struct dsnjob *k = ud;
+    struct deliver *d = k->d;
+    Sr__StoredMessage *m = k->m;
+    k->m = NULL;
+    if (d->stopping) {
+        free(data);
+        sr__stored_message__free_unpacked(m, NULL);
+        dsn_done(k, SR_ESHUTDOWN, NULL);
+        return;
+    }
+    Sr__StoredRcpt *rc = m->rcpts[k->rcpt];
+    struct dsn_info in = {0};
+    in.host = d->deps.cfg->hostname;
+    in.code = k->code;
+    in.sender = m->accept->mail_from;
+    in.rcpt = rc->address;
+    in.reply = rc->last_reply;
+    in.relay = "";
+    in.outcome =
+        rc->state == RCPT_EXPIRED ? DELIVERY_EXPIRED : DELIVERY_BOUNCED;
+    in.arrival_ms = m->accept->accepted_at_ms;
+    in.now_ms = wall_ms();
+    if (status == 0) {
+        in.original = (const char *)data;
+        in.original_len = len;
+    }
+    char *dsn = NULL;
+    size_t dlen = 0;
+    int rc2 = dsn_build(&in, &dsn, &dlen);
+    free(data);
+    if (rc2 != 0) {
+        sr__stored_message__free_unpacked(m, NULL);
+        dsn_done(k, rc2, NULL);
+        return;
+    }
+    char *rcpts[1] = {m->accept->mail_from};
+    struct smtp_envelope env = {0};
+    env.helo = d->deps.cfg->hostname;
+    env.mail_from = "";
+    env.rcpts = rcpts;
+    env.n_rcpts = 1;
+    struct ingest_meta meta = {m->accept->customer,
+                               "127.0.0.1",
+                               d->deps.cfg->hostname,
+                               false,
+                               k->code,
+                               k->rcpt};
+    struct ingest_job *job;
+    int rc3 = ingest_submit(d->deps.ingest, &env, &meta, dsn, dlen, dsn_done, k,
+                            &job);
+    free(dsn);
+    sr__stored_message__free_unpacked(m, NULL);
+    if (rc3 != 0)
+        dsn_done(k, rc3, NULL);
+}
+
+static void on_dsn(void *ud, const char *code, unsigned rcpt)
+{
+    struct deliver *d = ud;
+    if (inflight_has(d, code, rcpt | DSN_FLAG))
+        return;
+    Sr__StoredMessage *m;
+    if (queue_store_get_message(d->deps.store, code, &m) != 0)
+        return;
+    if (rcpt >= m->n_rcpts) {
+        sr__stored_message__free_unpacked(m, NULL);
+        return;
+    }
+    struct dsnjob *k = calloc(1, sizeof *k);
+    if (k == NULL) {
+        sr__stored_message__free_unpacked(m, NULL);
+        return;
+    }
+    k->d = d;
+    snprintf(k->code, sizeof k->code, "%s", code);
+    k->rcpt = rcpt;
+    k->m = m;
+    inflight_add(d, code, rcpt | DSN_FLAG);
+    d->io++;
+    if (body_store_get(d->deps.bodies, code, dsn_got_body, k) != 0)
+        dsn_got_body(k, SR_ENOTFOUND, NULL, 0);
+}
+
+/* Frees the settled jobs whose results this node has applied. */
+static void settle(struct deliver *d)
+{
+    uint64_t applied = queue_store_applied(d->deps.store);
+    for (struct job **p = &d->settling; *p;) {
+        struct job *j = *p;
+        if (applied >= j->index) {
+            *p = j->next;
+            job_free(j);
+        } else {
+            p = &j->next;
+        }
+    }
+}
+
+static void tick(uv_timer_t *t)
+{
+    struct deliver *d = t->data;
+    if (d->stopping || !d->deps.cfg->delivery_enabled)
+        return;
+    settle(d);
+    uint64_t mask = shards_owned(d->deps.shards);
+    if (mask == 0 || d->jobs_alive >= MAX_JOBS)
+        return;
+    struct scan sc = {d, NULL, 0, SCAN_LIMIT};
+    sc.items = malloc(SCAN_LIMIT * sizeof *sc.items);
+    if (sc.items == NULL)
+        return;
+    dqueue_due(d->deps.store, mask, wall_ms(), SCAN_LIMIT + d->n_inflight,
+               on_due, &sc);
+    qsort(sc.items, sc.n, sizeof *sc.items, cmp_due);
+    for (size_t i = 0; i < sc.n && d->jobs_alive < MAX_JOBS;) {
+        size_t e = i + 1;
+        while (e < sc.n && strcmp(sc.items[e].code, sc.items[i].code) == 0)
+            e++;
+        make_jobs(d, sc.items + i, e - i);
+        i = e;
+    }
+    free(sc.items);
+    if (d->deps.ingest != NULL)
+        dqueue_dsn_pending(d->deps.store, mask, DSN_BATCH, on_dsn, d);
+}
+
+/* ---- lifecycle ---- */
+
+int deliver_start(const struct deliver_deps *deps, struct deliver **out,
+                  char *err, size_t errlen)
+{
+    struct deliver *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return SR_ENOMEM;
+    d->deps = *deps;
+    struct mx_opts mo = {0};
+    mo.servers = deps->cfg->delivery_dns;
+    int rc = mx_resolver_new(deps->loop, &mo, &d->mx, err, errlen);
+    if (rc != 0) {
+        free(d);
+        return rc;
+    }
+    srand((unsigned)(wall_ms() ^ (deps->cfg->node_id << 16)));
+    uv_timer_init(deps->loop, &d->timer);
+    uv_timer_init(deps->loop, &d->record_timer);
+    d->timer.data = d;
+    d->record_timer.data = d;
+    d->handles = 2;
+    uv_timer_start(&d->timer, tick, DELIVER_TICK_MS, DELIVER_TICK_MS);
+    uv_timer_start(&d->record_timer, retry_records, RECORD_RETRY_MS,
+                   RECORD_RETRY_MS);
+    *out = d;
+    return 0;
+}
+
+void deliver_kick(struct deliver *d)
+{
+    if (d != NULL && !d->stopping && uv_timer_get_due_in(&d->timer) > 20)
+        uv_timer_start(&d->timer, tick, 20, DELIVER_TICK_MS);
+}
+
+static void maybe_free(struct deliver *d)
+{
+    if (d->handles > 0 || d->jobs_alive > 0 || d->io > 0)
+        return;
+    for (unsigned b = 0; b < INFLIGHT_BUCKETS; b++) {
+        while (d->inflight[b]) {
+            struct inflight *f = d->inflight[b];
+            d->inflight[b] = f->next;
+            free(f);
+        }
+    }
+    free(d);
+}
+
+static void closed(uv_handle_t *h)
+{
+    struct deliver *d = h->data;
+    d->handles--;
+    maybe_free(d);
+}
+
+void deliver_stop(struct deliver *d)
+{
+    if (d == NULL)
+        return;
+    d->stopping = 1;
+    uv_timer_stop(&d->timer);
+    uv_timer_stop(&d->record_timer);
+    /* Pending lookups end now (MX_CANCELLED frees their connections). */
+    mx_resolver_close(d->mx);
+    d->mx = NULL;
+    /* Jobs waiting for a retry of their record: dropped (still due in the
+     * state, so the next owner retries them). */
+    while (d->to_record) {
+        struct job *j = d->to_record;
+        d->to_record = j->next;
+        j->stopped = 1;
+        job_free(j);
+    }
+    while (d->settling) {
+        struct job *j = d->settling;
+        d->settling = j->next;
+        j->stopped = 1;
+        job_free(j);
+    }
+    for (struct dest *ds = d->dests, *next; ds; ds = next) {
+        next = ds->next;
+        struct job *j;
+        while ((j = dest_pop(ds)) != NULL) {
+            j->stopped = 1;
+            job_free(j);
+        }
+        while (ds->conns) {
+            struct conn *cn = ds->conns;
+            smtp_client_close(cn->c);
+            if (cn->job) {
+                cn->job->stopped = 1;
+                job_free(cn->job);
+            }
+            ds->conns = cn->next;
+            free(cn->targets);
+            free(cn);
+        }
+        free(ds);
+    }
+    d->dests = NULL;
+    uv_close((uv_handle_t *)&d->timer, closed);
+    uv_close((uv_handle_t *)&d->record_timer, closed);
+}
+
+void deliver_get_stats(const struct deliver *d, struct deliver_stats *st)
+{
+    *st = d->stats;
+    st->inflight = d->n_inflight;
+    st->connections = d->conns_total;
+}

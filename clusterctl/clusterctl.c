@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 
 #include "clusterctl/http_client.h"
@@ -76,6 +77,11 @@ static const char usage_text[] =
     "  policy apply FILE                   replace the policy (YAML or JSON)\n"
     "  policy show                         the current policy\n"
     "  digest                              the replicated state's digest\n"
+    "  queue summary                       what waits for delivery: by\n"
+    "                                      domain, customer, owning node\n"
+    "  shard list                          delivery shard owners, leases\n"
+    "  events [--after SEQ] [--limit N]    delivery events (delivered,\n"
+    "                                      deferred, bounced, expired)\n"
     "  ca create DIR                       new cluster CA in DIR (ca.pem, "
     "ca.key)\n"
     "  cert create DIR ID                  node ID's certificate signed by it\n"
@@ -770,6 +776,122 @@ static int cmd_policy(const struct ctl *ctl, int argc, char **argv)
     return 0;
 }
 
+/* queue summary: what waits for delivery (GET /v1/queue). */
+static int cmd_queue(const struct ctl *ctl, int argc, char **argv)
+{
+    if (argc != 1 || strcmp(argv[0], "summary") != 0)
+        return ctl_usage("queue: want \"queue summary\"");
+    json_t *j;
+    int rc = ctl_fetch(ctl, "GET", "/v1/queue", NULL, &j);
+    if (rc != 0 || j == NULL)
+        return rc;
+    char b[256];
+    printf("pending    %s (queued %s, ",
+           jstr(json_object_get(j, "pending"), b, sizeof b),
+           jstr(json_object_get(j, "queued"), b + 64, 64));
+    printf("deferred %s)%s\n",
+           jstr(json_object_get(j, "deferred"), b, sizeof b),
+           json_is_true(json_object_get(j, "truncated")) ? " [truncated]" : "");
+    json_int_t oldest =
+        json_integer_value(json_object_get(j, "oldest_committed_ms"));
+    if (oldest > 0) {
+        time_t t = (time_t)(oldest / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        printf("oldest     %s (%lld s ago)\n", b, (long long)(time(NULL) - t));
+    }
+    printf("\n%-40s %10s\n", "DOMAIN", "PENDING");
+    size_t i;
+    json_t *row;
+    json_array_foreach(json_object_get(j, "by_domain"), i, row)
+    {
+        printf("%-40s %10s\n", jstr(json_object_get(row, "domain"), b, 128),
+               jstr(json_object_get(row, "pending"), b + 128, 128));
+    }
+    const char *key;
+    json_t *v;
+    printf("\n%-40s %10s\n", "CUSTOMER", "PENDING");
+    json_object_foreach(json_object_get(j, "by_customer"), key, v)
+        printf("%-40s %10s\n", key, jstr(v, b, sizeof b));
+    printf("\n%-40s %10s\n", "OWNER NODE", "PENDING");
+    json_object_foreach(json_object_get(j, "by_owner"), key, v)
+        printf("%-40s %10s\n", strcmp(key, "0") ? key : "(none)",
+               jstr(v, b, sizeof b));
+    json_decref(j);
+    return 0;
+}
+
+/* shard list: owners and leases (GET /v1/shards). */
+static int cmd_shard(const struct ctl *ctl, int argc, char **argv)
+{
+    if (argc != 1 || strcmp(argv[0], "list") != 0)
+        return ctl_usage("shard: want \"shard list\"");
+    json_t *j;
+    int rc = ctl_fetch(ctl, "GET", "/v1/shards", NULL, &j);
+    if (rc != 0 || j == NULL)
+        return rc;
+    char b[64];
+    printf("epoch %s\n\n%-6s %s\n",
+           jstr(json_object_get(j, "epoch"), b, sizeof b), "SHARD", "OWNER");
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(j, "owners"), i, v)
+    {
+        json_int_t o = json_integer_value(v);
+        if (o == 0)
+            printf("%-6zu (none)\n", i);
+        else
+            printf("%-6zu %lld\n", i, (long long)o);
+    }
+    printf("\n%-6s %s\n", "NODE", "LEASE EXPIRES (ms, entry time)");
+    json_array_foreach(json_object_get(j, "leases"), i, v)
+    {
+        printf("%-6s %s\n", jstr(json_object_get(v, "node"), b, 32),
+               jstr(json_object_get(v, "expires_ms"), b + 32, 32));
+    }
+    json_decref(j);
+    return 0;
+}
+
+/* events [--after SEQ] [--limit N]: delivery events (GET /v1/events). */
+static int cmd_events(const struct ctl *ctl, int argc, char **argv,
+                      const char *limit)
+{
+    const char *after = "0";
+    if (argc == 2 && strcmp(argv[0], "--after") == 0)
+        after = argv[1];
+    else if (argc != 0)
+        return ctl_usage("events: want \"events [--after SEQ] [--limit N]\"");
+    for (const char *c = after; *c; c++)
+        if (*c < '0' || *c > '9')
+            return ctl_usage("--after wants a sequence number");
+    char path[128];
+    snprintf(path, sizeof path, "/v1/events?after=%s&limit=%s", after,
+             limit ? limit : "100");
+    json_t *j;
+    int rc = ctl_fetch(ctl, "GET", path, NULL, &j);
+    if (rc != 0 || j == NULL)
+        return rc;
+    size_t i;
+    json_t *e;
+    char b[6][160];
+    printf("%-8s %-22s %-10s %-18s %-32s %s\n", "SEQ", "CODE", "TYPE", "CLASS",
+           "RECIPIENT", "REPLY");
+    json_array_foreach(json_object_get(j, "events"), i, e)
+    {
+        printf("%-8s %-22s %-10s %-18s %-32s %s\n",
+               jstr(json_object_get(e, "seq"), b[0], 160),
+               jstr(json_object_get(e, "code"), b[1], 160),
+               jstr(json_object_get(e, "type"), b[2], 160),
+               jstr(json_object_get(e, "bounce_class"), b[3], 160),
+               jstr(json_object_get(e, "address"), b[4], 160),
+               jstr(json_object_get(e, "reply"), b[5], 160));
+    }
+    json_decref(j);
+    return 0;
+}
+
 static int cmd_digest(const struct ctl *ctl)
 {
     json_t *j;
@@ -912,8 +1034,9 @@ int main(int argc, char **argv)
 
     if (role != NULL && strcmp(cmd, "member") != 0)
         return ctl_usage("--role goes with member add only");
-    if (limit != NULL && strcmp(cmd, "message") != 0)
-        return ctl_usage("--limit goes with message list only");
+    if (limit != NULL && strcmp(cmd, "message") != 0 &&
+        strcmp(cmd, "events") != 0)
+        return ctl_usage("--limit goes with message list and events only");
 
     if (strcmp(cmd, "status") == 0 || strcmp(cmd, "digest") == 0) {
         if (argc != 0)
@@ -935,6 +1058,12 @@ int main(int argc, char **argv)
         return cmd_message(&ctl, argc, argv, limit);
     if (strcmp(cmd, "policy") == 0)
         return cmd_policy(&ctl, argc, argv);
+    if (strcmp(cmd, "queue") == 0)
+        return cmd_queue(&ctl, argc, argv);
+    if (strcmp(cmd, "shard") == 0)
+        return cmd_shard(&ctl, argc, argv);
+    if (strcmp(cmd, "events") == 0)
+        return cmd_events(&ctl, argc, argv, limit);
     if (strcmp(cmd, "password-hash") == 0)
         return cmd_password_hash(argc);
     if (strcmp(cmd, "ca") == 0 || strcmp(cmd, "cert") == 0) {

@@ -165,6 +165,100 @@ static void get_status(struct sr_node *n, struct sink *s)
     reply(s, 200, o);
 }
 
+/* GET /v1/queue: what waits for delivery, by state, destination domain,
+ * customer and owning node, and the oldest. Walks at most QUEUE_SCAN_MAX
+ * recipients (then "truncated": true). */
+#define QUEUE_SCAN_MAX 200000
+
+struct queue_sum {
+    json_t *domains, *customers, *owners;
+    uint64_t owners_tab[SHARD_COUNT];
+    uint64_t queued, deferred, oldest_ms;
+};
+
+static void count_in(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    json_object_set_new(obj, key,
+                        json_integer(v ? json_integer_value(v) + 1 : 1));
+}
+
+static void queue_sum_one(void *ud, const Sr__StoredMessage *m, unsigned r)
+{
+    struct queue_sum *q = ud;
+    const Sr__StoredRcpt *rc = m->rcpts[r];
+    if (rc->state == RCPT_DEFERRED)
+        q->deferred++;
+    else
+        q->queued++;
+    const char *at = strrchr(rc->address, '@');
+    char dom[256];
+    snprintf(dom, sizeof dom, "%s", at ? at + 1 : rc->address);
+    for (char *c = dom; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c + 32);
+    count_in(q->domains, dom);
+    count_in(q->customers, m->accept->customer);
+    char owner[24];
+    snprintf(owner, sizeof owner, "%llu",
+             (unsigned long long)q->owners_tab[shard_of_rcpt(rc->address)]);
+    count_in(q->owners, owner);
+    if (q->oldest_ms == 0 || m->committed_at_ms < q->oldest_ms)
+        q->oldest_ms = m->committed_at_ms;
+}
+
+static int cmp_count_desc(const void *a, const void *b)
+{
+    json_int_t x =
+        json_integer_value(json_object_get(*(json_t **)a, "pending"));
+    json_int_t y =
+        json_integer_value(json_object_get(*(json_t **)b, "pending"));
+    return (x < y) - (x > y);
+}
+
+static void get_queue(struct sr_node *n, struct sink *s)
+{
+    struct queue_sum q = {
+        json_object(), json_object(), json_object(), {0}, 0, 0, 0};
+    uint64_t epoch;
+    dqueue_shards(n->store, q.owners_tab, &epoch);
+    size_t seen =
+        dqueue_pending_scan(n->store, QUEUE_SCAN_MAX, queue_sum_one, &q);
+    /* domains, busiest first, at most 100 */
+    size_t nd = json_object_size(q.domains), i = 0;
+    json_t **rows = calloc(nd ? nd : 1, sizeof *rows);
+    const char *key;
+    json_t *v;
+    json_object_foreach(q.domains, key, v)
+    {
+        if (rows)
+            rows[i++] = json_pack("{s:s,s:I}", "domain", key, "pending",
+                                  json_integer_value(v));
+    }
+    json_t *domains = json_array();
+    if (rows) {
+        qsort(rows, i, sizeof *rows, cmp_count_desc);
+        for (size_t k = 0; k < i; k++) {
+            if (k < 100)
+                json_array_append_new(domains, rows[k]);
+            else
+                json_decref(rows[k]);
+        }
+        free(rows);
+    }
+    json_decref(q.domains);
+    uint64_t counts[RCPT_STATE_MAX], msgs;
+    queue_store_counts(n->store, counts, &msgs);
+    json_t *o = json_pack(
+        "{s:I,s:I,s:I,s:b,s:o,s:o,s:o,s:I}", "pending",
+        (json_int_t)(counts[RCPT_QUEUED] + counts[RCPT_DEFERRED]), "queued",
+        (json_int_t)counts[RCPT_QUEUED], "deferred",
+        (json_int_t)counts[RCPT_DEFERRED], "truncated", seen >= QUEUE_SCAN_MAX,
+        "by_domain", domains, "by_customer", q.customers, "by_owner", q.owners,
+        "oldest_committed_ms", (json_int_t)q.oldest_ms);
+    reply(s, 200, o);
+}
+
 /* GET /v1/shards: the shard table and the delivery leases. */
 static void get_shards(struct sr_node *n, struct sink *s)
 {
@@ -531,6 +625,8 @@ static void dispatch(struct sr_node *n, struct sink *s, const char *method,
         get_policy(n, s);
     else if (get && strcmp(path, "/v1/shards") == 0)
         get_shards(n, s);
+    else if (get && strcmp(path, "/v1/queue") == 0)
+        get_queue(n, s);
     else if (get && strcmp(path, "/v1/events") == 0)
         get_events(n, s, query);
     else if (get)

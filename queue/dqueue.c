@@ -341,6 +341,57 @@ int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
 
 /* ---- reads ---- */
 
+size_t dqueue_pending_scan(struct queue_store *s, size_t limit,
+                           void (*fn)(void *ud, const Sr__StoredMessage *m,
+                                      unsigned rcpt),
+                           void *ud)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    size_t n = 0;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+        return 0;
+    if (mdb_cursor_open(txn, s->dbi[DB_IDX_STATE], &cur) != 0) {
+        mdb_txn_abort(txn);
+        return 0;
+    }
+    const unsigned states[] = {RCPT_QUEUED, RCPT_DEFERRED};
+    for (size_t si = 0; si < 2 && n < limit; si++) {
+        char st = (char)states[si];
+        MDB_val k = {1, &st}, v;
+        int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        while (rc == 0 && n < limit && k.mv_size > 2 &&
+               ((char *)k.mv_data)[0] == st) {
+            const char *code = (const char *)k.mv_data + 1;
+            size_t rest = k.mv_size - 1;
+            const char *nul = memchr(code, 0, rest);
+            if (nul != NULL && nul + 1 < code + rest) {
+                char num[16];
+                size_t nl = (size_t)(code + rest - nul - 1);
+                MDB_val mk = {(size_t)(nul - code), (void *)code}, mv;
+                if (nl < sizeof num &&
+                    mdb_get(txn, s->dbi[DB_MSGS], &mk, &mv) == 0) {
+                    memcpy(num, nul + 1, nl);
+                    num[nl] = 0;
+                    Sr__StoredMessage *m = sr__stored_message__unpack(
+                        NULL, mv.mv_size, mv.mv_data);
+                    unsigned r = (unsigned)strtoul(num, NULL, 10);
+                    if (m != NULL && r < m->n_rcpts) {
+                        fn(ud, m, r);
+                        n++;
+                    }
+                    if (m != NULL)
+                        sr__stored_message__free_unpacked(m, NULL);
+                }
+            }
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        }
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return n;
+}
+
 uint64_t dqueue_customer_pending(struct queue_store *s, const char *customer)
 {
     MDB_txn *txn;

@@ -71,6 +71,13 @@ size_t dqueue_dsn_pending(struct queue_store *s, uint64_t shard_mask,
                           void (*fn)(void *ud, const char *code, unsigned rcpt),
                           void *ud);
 
+/* Calls fn for up to limit recipients that wait for delivery (queued,
+ * then deferred), with their message; returns how many were visited. */
+size_t dqueue_pending_scan(struct queue_store *s, size_t limit,
+                           void (*fn)(void *ud, const Sr__StoredMessage *m,
+                                      unsigned rcpt),
+                           void *ud);
+
 /* Recipients of this customer's messages still queued or deferred. */
 uint64_t dqueue_customer_pending(struct queue_store *s, const char *customer);
 

@@ -319,3 +319,36 @@ def test_backlog_high_water_refuses_mail_until_drained(make_cluster, dest):
     assert code == 250
     logs = "".join(open(n.log_path).read() for n in c.nodes)
     assert "event=backlog_full" in logs and "event=backlog_drained" in logs
+
+
+def test_clusterctl_queue_shards_and_events(make_cluster, dest):
+    c = make_cluster(n=3, delivery=FAST_RETRY).start()
+    d = dest()
+    d.stop()
+    apply_policy(c, routes(d))
+    for rcpt in ("a@one.example", "b@one.example", "c@two.example"):
+        assert send(c.nodes[0].smtp_port, rcpts=(rcpt,))[0] == 250
+    leader = c.wait_leader()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        out = leader.ctl("queue", "summary").stdout
+        if "deferred 3)" in out:
+            break
+        time.sleep(0.2)
+    assert "pending    3 (queued 0, deferred 3)" in out, out
+    assert re.search(r"^one\.example +2$", out, re.M), out
+    assert re.search(r"^two\.example +1$", out, re.M), out
+    assert re.search(r"^default +3$", out, re.M), out
+    out = leader.ctl("shard", "list").stdout
+    assert len(re.findall(r"^\d+ +[123]$", out, re.M)) == 64, out
+    up = dest(port=d.port)
+    deadline = time.time() + 30
+    while time.time() < deadline and len(up.received()) < 3:
+        time.sleep(0.2)
+    assert len(up.received()) == 3
+    time.sleep(0.5)
+    out = leader.ctl("events", "--limit", "100").stdout
+    assert len(re.findall(r" delivered ", out)) == 3, out
+    assert len(re.findall(r" deferred ", out)) >= 3, out
+    out = leader.ctl("queue", "summary").stdout
+    assert "pending    0 (queued 0, deferred 0)" in out, out

@@ -104,6 +104,7 @@ static const struct key_spec keys[] = {
     {"admin", "token", K_TOKEN, OFF(admin_token), 0, 0},
     {"admin", "tls_cert", K_STRING, OFF(admin_tls_cert), 0, 0},
     {"admin", "tls_key", K_STRING, OFF(admin_tls_key), 0, 0},
+    {"admin", "idle_timeout_s", K_UINT, OFF(admin_idle_timeout_s), 1, 3600},
     {"delivery", "enabled", K_BOOL, OFF(delivery_enabled), 0, 0},
     {"delivery", "port", K_UINT, OFF(delivery_port), 1, 65535},
     {"delivery", "dns_servers", K_STRING, OFF(delivery_dns), 0, 0},
@@ -516,6 +517,7 @@ static int defaults(struct sr_config *cfg)
     cfg->delivery_retry_max_s = 14400;
     cfg->delivery_max_age_s = 432000;
     cfg->queue_high_water = 1000000;
+    cfg->admin_idle_timeout_s = 30;
     cfg->queue_low_water = 900000;
     cfg->admin_listen = strdup("127.0.0.1:8080");
     cfg->smtp_listen = calloc(1, sizeof *cfg->smtp_listen);

@@ -89,6 +89,9 @@ struct sr_config {
                              is HTTPS only (no plaintext listener); default
                              none = plain HTTP */
     char *admin_tls_key;  /* admin.tls_key: its private key (PEM) */
+    unsigned admin_idle_timeout_s; /* admin.idle_timeout_s: a connection
+                                      (and a TLS handshake) idle this long
+                                      is closed, default 30 */
 
     /* delivery: outbound SMTP (engine/deliver.c) */
     bool delivery_enabled;       /* delivery.enabled, default true */

@@ -360,6 +360,7 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
         tls_ctx_free(admin_tls);
         return rc;
     }
+    http_server_set_limits(n->admin, 0, 0, cfg->admin_idle_timeout_s * 1000, 0);
     if (admin_tls != NULL) {
         /* Before the loop runs: no connection is accepted in plaintext. */
         http_server_set_tls(n->admin, admin_tls);

@@ -162,6 +162,8 @@ raft:
         if c.admin_tls:
             text += (f'  tls_cert: "{c.admin_cert}"\n'
                      f'  tls_key: "{c.admin_key}"\n')
+        if c.admin_idle_timeout_s:
+            text += f"  idle_timeout_s: {c.admin_idle_timeout_s}\n"
         # Delivery is off unless the test asks for it: it would look up MX
         # records with the system resolver, which is not on loopback.
         d = c.delivery if c.delivery is not None else {"enabled": "false"}
@@ -262,12 +264,13 @@ class Cluster:
                  snapshot_trailing=4096, commit_timeout_ms=15000,
                  log_level="info", token=None, command_timeout_s=300,
                  data_timeout_s=180, peer_tls=True, admin_tls=False,
-                 extra_config="", delivery=None):
+                 extra_config="", delivery=None, admin_idle_timeout_s=0):
         self.dir = str(tmpdir)
         # YAML appended to every node's config (e.g. a delivery: section)
         self.extra_config = extra_config
         # delivery: keys of the node's delivery: section (None = disabled)
         self.delivery = delivery
+        self.admin_idle_timeout_s = admin_idle_timeout_s
         os.makedirs(self.dir, exist_ok=True)
         self.tls = tls
         self.snapshot_threshold = snapshot_threshold

@@ -71,6 +71,7 @@ struct job {
     unsigned pending;  /* proposals in flight */
     unsigned recorded; /* results committed */
     int stopped;       /* engine stopping: drop, do not record */
+    int sent;          /* an SMTP transaction was attempted for it */
 };
 
 /* A delivery target: one address of one host. */
@@ -97,11 +98,15 @@ struct dest {
     struct dest *next;
     struct deliver *d;
     char domain[MX_NAME_MAX + 1];
+    char source[64]; /* the customer's dedicated IP to send from, or "" */
     struct job *head, *tail;
     unsigned queued;
     struct conn *conns;
     unsigned n_conns;
     unsigned jobs; /* jobs alive for it (loading, queued, sending, recording) */
+    /* Throttles: transactions this node started whose results this node
+     * has not applied yet (the state counts the rest). */
+    unsigned uncounted;
 };
 
 struct deliver {
@@ -185,6 +190,8 @@ static void job_free(struct job *j)
 {
     struct deliver *d = j->d;
     if (!d->stopping && j->dest != NULL) {
+        if (j->sent)
+            j->dest->uncounted--;
         j->dest->jobs--;
         dest_maybe_free(j->dest);
     }
@@ -266,6 +273,7 @@ static void record(struct job *j)
         r.node = d->deps.cfg->node_id;
         r.mx = j->mx;
         r.bounce_class = (char *)(j->klass[i] ? j->klass[i] : "");
+        r.sends = i == 0 && j->sent ? 1 : 0;
         Sr__Op op = SR__OP__INIT;
         op.op_case = SR__OP__OP_DELIVERY_RESULT;
         op.delivery_result = &r;
@@ -361,17 +369,22 @@ static void job_fail_all(struct job *j, enum smtp_status st, const char *reason)
 /* ---- destinations ---- */
 
 static void dest_pump(struct dest *ds);
+static bool dest_budget(struct dest *ds);
 
-static struct dest *dest_get(struct deliver *d, const char *domain)
+/* A destination is a domain reached from one source address: customers
+ * with a dedicated IP get connections of their own. */
+static struct dest *dest_get(struct deliver *d, const char *domain,
+                             const char *source)
 {
     for (struct dest *ds = d->dests; ds; ds = ds->next)
-        if (strcmp(ds->domain, domain) == 0)
+        if (strcmp(ds->domain, domain) == 0 && strcmp(ds->source, source) == 0)
             return ds;
     struct dest *ds = calloc(1, sizeof *ds);
     if (ds == NULL)
         return NULL;
     ds->d = d;
     snprintf(ds->domain, sizeof ds->domain, "%s", domain);
+    snprintf(ds->source, sizeof ds->source, "%s", source);
     ds->next = d->dests;
     d->dests = ds;
     return ds;
@@ -468,6 +481,8 @@ static bool conn_try_next(struct conn *cn)
         struct smtp_client_opts o = {0};
         o.addr = (struct sockaddr *)&t->ss;
         o.ehlo_name = cfg->hostname;
+        if (cn->dest->source[0])
+            o.source = cn->dest->source;
         o.tls_mode = SMTP_TLS_OPPORTUNISTIC;
         const struct policy_route *r =
             policy_route_for(d->deps.policy(d->deps.ud), cn->dest->domain);
@@ -541,7 +556,12 @@ static void msg_done(struct smtp_client *c, const struct smtp_client_result *r,
     record(j);
     if (r->conn_dead)
         return; /* CLOSED follows */
-    if (cn->sent >= cn->dest->d->deps.cfg->delivery_msgs_per_conn) {
+    const struct policy_dest *pd = policy_dest_for(
+        cn->dest->d->deps.policy(cn->dest->d->deps.ud), cn->dest->domain);
+    unsigned per_conn = cn->dest->d->deps.cfg->delivery_msgs_per_conn;
+    if (pd && pd->per_connection && pd->per_connection < per_conn)
+        per_conn = pd->per_connection;
+    if (cn->sent >= per_conn) {
         smtp_client_quit(cn->c);
         return;
     }
@@ -551,8 +571,10 @@ static void msg_done(struct smtp_client *c, const struct smtp_client_result *r,
 static void conn_send_next(struct conn *cn)
 {
     struct dest *ds = cn->dest;
-    if (cn->job != NULL || !cn->ready)
+    if (cn->job != NULL || !cn->ready || ds->head == NULL)
         return;
+    if (!dest_budget(ds))
+        return; /* throttled: the tick pumps again */
     struct job *j = dest_pop(ds);
     if (j == NULL)
         return; /* idle: the client's idle timer ends it */
@@ -564,8 +586,12 @@ static void conn_send_next(struct conn *cn)
     m->body = (const char *)j->body;
     m->body_len = j->len;
     cn->job = j;
+    j->sent = 1;
+    ds->uncounted++;
     if (smtp_client_send(cn->c, m, msg_done, cn) != 0) {
         cn->job = NULL;
+        j->sent = 0;
+        ds->uncounted--;
         dest_push(ds, j); /* back to the queue; the connection is ending */
     }
 }
@@ -683,6 +709,41 @@ static void conn_open(struct dest *ds)
     }
 }
 
+/* The destination's throttles (policy "destinations"): may one more
+ * transaction start now? The owner of the domain's shard is the only
+ * sender, so its own count is the cluster's: the transactions recorded in
+ * the state (any node, so an owner change keeps the count), plus the ones
+ * it started whose results it has not applied yet. */
+static bool dest_budget(struct dest *ds)
+{
+    struct deliver *d = ds->d;
+    const struct policy_dest *pd =
+        policy_dest_for(d->deps.policy(d->deps.ud), ds->domain);
+    if (pd == NULL || (pd->per_minute == 0 && pd->per_hour == 0))
+        return true;
+    uint64_t now = wall_ms();
+    if (pd->per_minute &&
+        dqueue_sends(d->deps.store, ds->domain, now - 60000) + ds->uncounted >=
+            pd->per_minute)
+        return false;
+    if (pd->per_hour && dqueue_sends(d->deps.store, ds->domain, now - 3600000) +
+                                ds->uncounted >=
+                            pd->per_hour)
+        return false;
+    return true;
+}
+
+static unsigned dest_max_conns(struct dest *ds)
+{
+    struct deliver *d = ds->d;
+    unsigned m = d->deps.cfg->delivery_max_conns_domain;
+    const struct policy_dest *pd =
+        policy_dest_for(d->deps.policy(d->deps.ud), ds->domain);
+    if (pd && pd->max_connections && pd->max_connections < m)
+        m = pd->max_connections;
+    return m;
+}
+
 /* Feeds idle connections, opens new ones while the queue needs them. */
 static void dest_pump(struct dest *ds)
 {
@@ -699,9 +760,9 @@ static void dest_pump(struct dest *ds)
     for (struct conn *cn = ds->conns; cn; cn = cn->next)
         if (!cn->ready)
             connecting++;
-    while (ds->head && ds->queued > connecting &&
-           ds->n_conns < cfg->delivery_max_conns_domain &&
-           d->conns_total < cfg->delivery_max_conns) {
+    unsigned max_conns = dest_max_conns(ds);
+    while (ds->head && ds->queued > connecting && ds->n_conns < max_conns &&
+           dest_budget(ds) && d->conns_total < cfg->delivery_max_conns) {
         unsigned before = ds->n_conns;
         conn_open(ds);
         if (ds->n_conns <= before)
@@ -859,7 +920,10 @@ static void make_jobs(struct deliver *d, const struct due *items, size_t n)
             ldom[k] =
                 (char)((dom[k] >= 'A' && dom[k] <= 'Z') ? dom[k] + 32 : dom[k]);
         ldom[k] = 0;
-        struct dest *ds = dest_get(d, ldom);
+        const struct policy_customer *cu =
+            policy_find(d->deps.policy(d->deps.ud), a->customer);
+        struct dest *ds =
+            dest_get(d, ldom, cu && cu->source_ip ? cu->source_ip : "");
         struct job *j = calloc(1, sizeof *j);
         if (ds == NULL || j == NULL) {
             free(j);
@@ -1054,6 +1118,12 @@ static void tick(uv_timer_t *t)
     if (d->stopping || !d->deps.cfg->delivery_enabled)
         return;
     settle(d);
+    /* throttled destinations wait for their budget: pump them again */
+    for (struct dest *ds = d->dests, *next; ds; ds = next) {
+        next = ds->next;
+        if (ds->head)
+            dest_pump(ds);
+    }
     uint64_t mask = shards_owned(d->deps.shards);
     if (mask == 0 || d->jobs_alive >= MAX_JOBS)
         return;

@@ -237,6 +237,59 @@ static const char *count_name(unsigned state)
     return names[state];
 }
 
+/* Throttle buckets: meta "thr:" domain NUL node(8 BE) bucket(8 BE) ->
+ * transactions, one bucket per 10 s of entry time; buckets older than
+ * THR_KEEP are deleted as new ones come. */
+#define THR_BUCKET_MS 10000
+#define THR_KEEP 370 /* buckets: an hour and a bit */
+static size_t thr_key(uint8_t *k, size_t cap, const char *domain, uint64_t node,
+                      uint64_t minute)
+{
+    size_t n = (size_t)snprintf((char *)k, cap - 17, "thr:%s", domain) + 1;
+    be64(k + n, node);
+    be64(k + n + 8, minute);
+    return n + 16;
+}
+
+static void count_sends(struct queue_store *s, MDB_txn *txn,
+                        const char *address, uint64_t node, uint64_t time_ms,
+                        uint32_t sends)
+{
+    const char *at = strrchr(address, '@');
+    char dom[256];
+    snprintf(dom, sizeof dom, "%s", at ? at + 1 : address);
+    for (char *c = dom; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c + 32);
+    uint64_t bucket = time_ms / THR_BUCKET_MS;
+    uint8_t k[300];
+    size_t kl = thr_key(k, sizeof k, dom, node, bucket);
+    MDB_val key = {kl, k}, v;
+    uint64_t n = 0;
+    if (mdb_get(txn, s->dbi[DB_META], &key, &v) == 0 && v.mv_size == 8)
+        n = get_be64(v.mv_data);
+    uint8_t nv[8];
+    be64(nv, n + sends);
+    store_put(txn, s->dbi[DB_META], k, kl, nv, 8);
+    /* prune this domain's and node's old buckets */
+    MDB_cursor *cur;
+    if (bucket > THR_KEEP && mdb_cursor_open(txn, s->dbi[DB_META], &cur) == 0) {
+        uint8_t start[300];
+        size_t sl = thr_key(start, sizeof start, dom, node, 0);
+        MDB_val ck = {sl, start}, cv;
+        int rc = mdb_cursor_get(cur, &ck, &cv, MDB_SET_RANGE);
+        while (rc == 0 && ck.mv_size == sl &&
+               memcmp(ck.mv_data, start, sl - 8) == 0 &&
+               get_be64((const uint8_t *)ck.mv_data + sl - 8) <
+                   bucket - THR_KEEP) {
+            if (mdb_cursor_del(cur, 0) != 0)
+                break;
+            rc = mdb_cursor_get(cur, &ck, &cv, MDB_GET_CURRENT);
+        }
+        mdb_cursor_close(cur);
+    }
+}
+
 int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
                         const Sr__DeliveryResult *r)
 {
@@ -272,6 +325,9 @@ int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
             return SR_EINVAL;
         }
     }
+    if (r->sends > 0 && r->n_rcpts > 0)
+        count_sends(s, txn, m->rcpts[r->rcpts[0]]->address, r->node, time_ms,
+                    r->sends);
     int changed = 0;
     uint8_t k[600];
     char sk[600];
@@ -390,6 +446,35 @@ size_t dqueue_pending_scan(struct queue_store *s, size_t limit,
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     return n;
+}
+
+uint64_t dqueue_sends(struct queue_store *s, const char *domain,
+                      uint64_t since_ms)
+{
+    uint64_t from = since_ms / THR_BUCKET_MS;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    uint64_t total = 0;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+        return 0;
+    uint8_t prefix[300];
+    size_t pl =
+        (size_t)snprintf((char *)prefix, sizeof prefix - 17, "thr:%s", domain) +
+        1;
+    if (mdb_cursor_open(txn, s->dbi[DB_META], &cur) == 0) {
+        MDB_val k = {pl, prefix}, v;
+        int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        while (rc == 0 && k.mv_size == pl + 16 &&
+               memcmp(k.mv_data, prefix, pl) == 0) {
+            const uint8_t *p = (const uint8_t *)k.mv_data + pl;
+            if (get_be64(p + 8) >= from && v.mv_size == 8)
+                total += get_be64(v.mv_data);
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        }
+        mdb_cursor_close(cur);
+    }
+    mdb_txn_abort(txn);
+    return total;
 }
 
 uint64_t dqueue_customer_pending(struct queue_store *s, const char *customer)

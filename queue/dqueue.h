@@ -78,6 +78,13 @@ size_t dqueue_pending_scan(struct queue_store *s, size_t limit,
                                       unsigned rcpt),
                            void *ud);
 
+/* SMTP transactions recorded for domain (by any node) in the 10-second
+ * buckets of entry time that end after since_ms: at least those since
+ * since_ms, at most 10 s more. For destination throttles that hold
+ * across an owner change. */
+uint64_t dqueue_sends(struct queue_store *s, const char *domain,
+                      uint64_t since_ms);
+
 /* Recipients of this customer's messages still queued or deferred. */
 uint64_t dqueue_customer_pending(struct queue_store *s, const char *customer);
 

@@ -183,6 +183,7 @@ void policy_free(struct policy *p)
     for (unsigned i = 0; i < p->n_customers; i++) {
         free(p->customers[i].name);
         free(p->customers[i].nets);
+        free(p->customers[i].source_ip);
         for (unsigned u = 0; u < p->customers[i].n_users; u++) {
             free(p->customers[i].users[u].name);
             free(p->customers[i].users[u].hash);
@@ -195,7 +196,19 @@ void policy_free(struct policy *p)
         free(p->routes[i].host);
     }
     free(p->routes);
+    for (unsigned i = 0; i < p->n_dests; i++)
+        free(p->dests[i].domain);
+    free(p->dests);
     free(p);
+}
+
+const struct policy_dest *policy_dest_for(const struct policy *p,
+                                          const char *domain)
+{
+    for (unsigned i = 0; p != NULL && i < p->n_dests; i++)
+        if (strcasecmp(p->dests[i].domain, domain) == 0)
+            return &p->dests[i];
+    return NULL;
 }
 
 const struct policy_route *policy_route_for(const struct policy *p,
@@ -284,7 +297,7 @@ static int parse_networks(json_t *v, unsigned idx, struct policy_customer *c,
 static const char *const customer_keys[] = {
     "name",           "networks",    "max_sessions", "max_message_size",
     "max_recipients", "require_tls", "users",        "require_auth",
-    "listen_port",    "max_queued",
+    "listen_port",    "max_queued",  "source_ip",
 };
 
 /* "users": [{"name": "...", "password": "pbkdf2-sha256$..."}] */
@@ -402,6 +415,19 @@ static int parse_customer(json_t *obj, unsigned idx, struct policy_customer *c,
     if (rc != 0)
         return rc;
     c->max_queued = (unsigned)queued;
+    v = json_object_get(obj, "source_ip");
+    if (v != NULL) {
+        struct sockaddr_in6 sa6;
+        struct sockaddr_in sa4;
+        const char *ip = json_is_string(v) ? json_string_value(v) : "";
+        if (uv_ip4_addr(ip, 0, &sa4) != 0 && uv_ip6_addr(ip, 0, &sa6) != 0)
+            return sr_err(err, errlen, SR_EINVAL,
+                          "customers[%u].source_ip: must be an IPv4 or IPv6 "
+                          "address",
+                          idx);
+        if ((c->source_ip = strdup(ip)) == NULL)
+            return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+    }
     c->max_sessions = (unsigned)sessions;
     c->max_message_size = (size_t)size;
     c->max_recipients = (unsigned)rcpts;
@@ -597,6 +623,86 @@ static int parse_routes(json_t *list, struct policy *p, char *err,
     return 0;
 }
 
+static int dest_int(json_t *obj, const char *key, unsigned idx, unsigned *out,
+                    char *err, size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+        json_integer_value(v) > 100000000)
+        return sr_err(err, errlen, SR_EINVAL,
+                      "destinations[%u].%s: must be an integer between 0 and "
+                      "100000000",
+                      idx, key);
+    *out = (unsigned)json_integer_value(v);
+    return 0;
+}
+
+static int parse_dests(json_t *list, struct policy *p, char *err, size_t errlen)
+{
+    if (list == NULL)
+        return 0;
+    size_t n = json_array_size(list);
+    if (!json_is_array(list) || n > 10000)
+        return sr_err(err, errlen, SR_EINVAL,
+                      "destinations: must be an array of at most 10000");
+    p->dests = calloc(n ? n : 1, sizeof *p->dests);
+    if (p->dests == NULL)
+        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_array_get(list, i);
+        unsigned idx = (unsigned)i;
+        p->n_dests = idx + 1;
+        struct policy_dest *d = &p->dests[i];
+        if (!json_is_object(o))
+            return sr_err(err, errlen, SR_EINVAL,
+                          "destinations[%u]: must be an object", idx);
+        const char *key;
+        json_t *v;
+        json_object_foreach(o, key, v)
+        {
+            if (strcmp(key, "domain") && strcmp(key, "per_minute") &&
+                strcmp(key, "per_hour") && strcmp(key, "max_connections") &&
+                strcmp(key, "per_connection")) {
+                char shown[80];
+                sr_sanitize(shown, sizeof shown, key, strlen(key));
+                return sr_err(err, errlen, SR_EINVAL,
+                              "destinations[%u].%s: unknown key", idx, shown);
+            }
+        }
+        v = json_object_get(o, "domain");
+        char dom[256];
+        snprintf(dom, sizeof dom, "%s",
+                 json_is_string(v) ? json_string_value(v) : "");
+        for (char *c = dom; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
+        if (!valid_domain(dom))
+            return sr_err(err, errlen, SR_EINVAL,
+                          "destinations[%u].domain: required, a domain name",
+                          idx);
+        int rc = dest_int(o, "per_minute", idx, &d->per_minute, err, errlen);
+        if (rc == 0)
+            rc = dest_int(o, "per_hour", idx, &d->per_hour, err, errlen);
+        if (rc == 0)
+            rc = dest_int(o, "max_connections", idx, &d->max_connections, err,
+                          errlen);
+        if (rc == 0)
+            rc = dest_int(o, "per_connection", idx, &d->per_connection, err,
+                          errlen);
+        if (rc != 0)
+            return rc;
+        if ((d->domain = strdup(dom)) == NULL)
+            return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(p->dests[j].domain, dom) == 0)
+                return sr_err(err, errlen, SR_EINVAL,
+                              "destinations[%u].domain: %s is there already",
+                              idx, dom);
+    }
+    return 0;
+}
+
 static int parse_root(json_t *root, struct policy *p, char *err, size_t errlen)
 {
     if (!json_is_object(root))
@@ -606,7 +712,8 @@ static int parse_root(json_t *root, struct policy *p, char *err, size_t errlen)
     json_t *v;
     json_object_foreach(root, key, v)
     {
-        if (strcmp(key, "customers") != 0 && strcmp(key, "routes") != 0) {
+        if (strcmp(key, "customers") != 0 && strcmp(key, "routes") != 0 &&
+            strcmp(key, "destinations") != 0) {
             char shown[80];
             sr_sanitize(shown, sizeof shown, key, strlen(key));
             return sr_err(err, errlen, SR_EINVAL, "%s: unknown key", shown);
@@ -633,6 +740,8 @@ static int parse_root(json_t *root, struct policy *p, char *err, size_t errlen)
             return rc;
     }
     int rc = parse_routes(json_object_get(root, "routes"), p, err, errlen);
+    if (rc == 0)
+        rc = parse_dests(json_object_get(root, "destinations"), p, err, errlen);
     if (rc != 0)
         return rc;
     return check_unique(p, err, errlen);

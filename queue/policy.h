@@ -59,6 +59,8 @@ struct policy_customer {
     unsigned listen_port; /* 0 = none; else every node listens on
                              smtp.customer_host:listen_port for this
                              customer */
+    char *source_ip;      /* NULL, or the customer's dedicated IP: outbound
+                             connections for its mail are made from it */
     unsigned max_queued;  /* 0 = no limit; else MAIL gets 452 4.3.1 while
                              this many of its recipients wait for delivery,
                              until they are back under 90 % */
@@ -81,12 +83,28 @@ struct policy_route {
     enum policy_tls tls; /* DEFAULT: the node's delivery.tls */
 };
 
+/* Throttles of a destination domain (0 = no limit), enforced by the node
+ * owning the domain's shard, which holds the whole budget (see
+ * docs/ARCHITECTURE.md, "Throttling"). */
+struct policy_dest {
+    char *domain;                  /* lower case */
+    unsigned per_minute, per_hour; /* SMTP transactions */
+    unsigned max_connections;      /* at once */
+    unsigned per_connection;       /* messages per connection */
+};
+
 struct policy {
     struct policy_customer *customers;
     unsigned n_customers;
     struct policy_route *routes;
     unsigned n_routes;
+    struct policy_dest *dests;
+    unsigned n_dests;
 };
+
+/* The throttles for domain (case-insensitive), or NULL. */
+const struct policy_dest *policy_dest_for(const struct policy *p,
+                                          const char *domain);
 
 /* The route for domain (case-insensitive), else the "*" route, else NULL. */
 const struct policy_route *policy_route_for(const struct policy *p,

@@ -23,6 +23,8 @@ class Dest:
         self.data_reply = data_reply
         self.lock = threading.Lock()
         self.messages = []      # (mail_from, [rcpts], bytes)
+        self.peers = []         # the client address of each message
+        self.arrival_times = [] # time.time() of each message
         self.rcpt_tries = {}
         self.data_tries = {}
         self.sessions = 0
@@ -53,6 +55,8 @@ class Dest:
                 if r:
                     return r
                 with dest.lock:
+                    dest.peers.append(session.peer[0])
+                    dest.arrival_times.append(time.time())
                     dest.messages.append((envelope.mail_from,
                                           list(envelope.rcpt_tos),
                                           envelope.original_content))

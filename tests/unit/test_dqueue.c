@@ -84,6 +84,8 @@ static int assign_all(struct queue_store *s, uint64_t time_ms, uint64_t node)
     return apply_op(s, time_ms, &op);
 }
 
+static uint32_t result_sends; /* the next result's sends field */
+
 static int result(struct queue_store *s, uint64_t time_ms, const char *code,
                   uint32_t rcpt, unsigned outcome, uint64_t next)
 {
@@ -97,6 +99,7 @@ static int result(struct queue_store *s, uint64_t time_ms, const char *code,
     r.next_attempt_ms = next;
     r.node = 2;
     r.mx = "mx.example.org[127.0.0.1]:25";
+    r.sends = result_sends;
     Sr__Op op = SR__OP__INIT;
     op.op_case = SR__OP__OP_DELIVERY_RESULT;
     op.delivery_result = &r;
@@ -289,6 +292,33 @@ static void test_events_and_digest(void **state)
     queue_store_close(c);
 }
 
+static void test_throttle_counts(void **state)
+{
+    (void)state;
+    struct queue_store *s = open_tmp();
+    char *rcpts[] = {"a@Example.org", "b@example.org"};
+    accept(s, "T1", 1000, rcpts, 2);
+    accept(s, "T2", 1000, rcpts, 2);
+    result_sends = 1;
+    /* two transactions at 100 s, one at 135 s, one an hour later */
+    assert_int_equal(result(s, 100000, "T1", 0, DELIVERY_DEFERRED, 0), 0);
+    assert_int_equal(result(s, 100500, "T2", 0, DELIVERY_DEFERRED, 0), 0);
+    assert_int_equal(result(s, 135000, "T1", 1, DELIVERY_DEFERRED, 0), 0);
+    result_sends = 0;
+    assert_int_equal(result(s, 135000, "T2", 1, DELIVERY_DEFERRED, 0), 0);
+    assert_int_equal(dqueue_sends(s, "example.org", 0), 3);
+    assert_int_equal(dqueue_sends(s, "example.org", 101000), 3); /* bucket */
+    assert_int_equal(dqueue_sends(s, "example.org", 110000), 1);
+    assert_int_equal(dqueue_sends(s, "example.org", 140000), 0);
+    assert_int_equal(dqueue_sends(s, "other.org", 0), 0);
+    result_sends = 1;
+    assert_int_equal(result(s, 4000000, "T1", 0, DELIVERY_DELIVERED, 0), 0);
+    result_sends = 0;
+    /* the old buckets were pruned: only the new one counts */
+    assert_int_equal(dqueue_sends(s, "example.org", 0), 1);
+    queue_store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -296,6 +326,7 @@ int main(void)
         cmocka_unit_test(test_shards_move_only_from_expired_leases),
         cmocka_unit_test(test_due_results_events),
         cmocka_unit_test(test_events_and_digest),
+        cmocka_unit_test(test_throttle_counts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -139,6 +139,17 @@ static const struct err_case err_cases[] = {
     {"[]", SR_EINVAL, "policy: must be an object"},
     {"null", SR_EINVAL, "policy: must be an object"},
     {"{}", SR_EINVAL, "customers: required"},
+    {"{\"customers\":[{\"name\":\"a\"}],\"destinations\":[{\"domain\":"
+     "\"x.org\",\"per_minute\":-1}]}",
+     SR_EINVAL,
+     "destinations[0].per_minute: must be an integer between 0 and 100000000"},
+    {"{\"customers\":[{\"name\":\"a\"}],\"destinations\":[{\"per_hour\":1}]}",
+     SR_EINVAL, "destinations[0].domain: required, a domain name"},
+    {"{\"customers\":[{\"name\":\"a\"}],\"destinations\":[{\"domain\":"
+     "\"x.org\",\"burst\":1}]}",
+     SR_EINVAL, "destinations[0].burst: unknown key"},
+    {"{\"customers\":[{\"name\":\"a\",\"source_ip\":\"mx.example\"}]}",
+     SR_EINVAL, "customers[0].source_ip: must be an IPv4 or IPv6 address"},
     {"{\"customers\":[{\"name\":\"a\",\"max_queued\":-1}]}", SR_EINVAL,
      "customers[0].max_queued: must be an integer between 0 and 1000000000"},
     {"{\"customers\":[{\"name\":\"a\"}],\"routes\":{}}", SR_EINVAL,
@@ -714,6 +725,18 @@ static void test_routes(void **state)
     const char *k = "{\"customers\":[{\"name\":\"a\"}]}";
     assert_int_equal(policy_parse_json(k, strlen(k), &p, err, sizeof err), 0);
     assert_null(policy_route_for(p, "example.org"));
+    assert_null(policy_dest_for(p, "example.org"));
+    policy_free(p);
+    const char *t = "{\"customers\":[{\"name\":\"a\",\"source_ip\":"
+                    "\"::1\"}],\"destinations\":[{\"domain\":\"X.org\","
+                    "\"per_minute\":5,\"max_connections\":2}]}";
+    assert_int_equal(policy_parse_json(t, strlen(t), &p, err, sizeof err), 0);
+    const struct policy_dest *d = policy_dest_for(p, "x.ORG");
+    assert_non_null(d);
+    assert_int_equal(d->per_minute, 5);
+    assert_int_equal(d->per_hour, 0);
+    assert_int_equal(d->max_connections, 2);
+    assert_string_equal(p->customers[0].source_ip, "::1");
     policy_free(p);
 }
 

@@ -346,11 +346,21 @@ def test_clusterctl_queue_shards_and_events(make_cluster, dest):
     while time.time() < deadline and len(up.received()) < 3:
         time.sleep(0.2)
     assert len(up.received()) == 3
-    time.sleep(0.5)
-    out = leader.ctl("events", "--limit", "100").stdout
+    deadline = time.time() + 20
+    while True:
+        out = leader.ctl("events", "--limit", "100").stdout
+        if len(re.findall(r" delivered ", out)) >= 3 or \
+                time.time() > deadline:
+            break
+        time.sleep(0.2)
     assert len(re.findall(r" delivered ", out)) == 3, out
     assert len(re.findall(r" deferred ", out)) >= 3, out
-    out = leader.ctl("queue", "summary").stdout
+    deadline = time.time() + 20
+    while True:
+        out = leader.ctl("queue", "summary").stdout
+        if "pending    0 " in out or time.time() > deadline:
+            break
+        time.sleep(0.2)
     assert "pending    0 (queued 0, deferred 0)" in out, out
 
 
@@ -422,6 +432,14 @@ def test_destination_rate_holds_across_an_owner_change(make_cluster, dest):
     for i in range(len(arrivals)):
         window = [t for t in arrivals if arrivals[i] <= t < arrivals[i] + 60]
         assert len(window) <= 5, (i, arrivals)
-    st, ev = survivors[0].api("GET", "/v1/events")
-    nodes = {e["node"] for e in ev["events"] if e["type"] == "delivered"}
+    # the results reach the survivors' state a moment after the messages
+    # reach the destination
+    deadline = time.time() + 20
+    while True:
+        st, ev = survivors[0].api("GET", "/v1/events")
+        done = [e for e in ev["events"] if e["type"] == "delivered"]
+        if len(done) >= 10 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    nodes = {e["node"] for e in done}
     assert owner in nodes and len(nodes) == 2, nodes

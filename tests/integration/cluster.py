@@ -88,6 +88,7 @@ class Node:
         self.config_path = os.path.join(cluster.dir, "node%d.yaml" % node_id)
         self.log_path = os.path.join(cluster.dir, "node%d.log" % node_id)
         self.proc = None
+        self.preexec = None  # run in the child before exec (tests' limits)
         # where listeners declared by the policy open: one loopback address
         # per node, so that every node can serve the same port
         self.customer_host = "127.0.1.%d" % node_id
@@ -179,7 +180,8 @@ raft:
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [SMARTRELAYD, "--config", self.config_path],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=self.preexec)
         log.close()
         deadline = time.time() + 20
         while time.time() < deadline:

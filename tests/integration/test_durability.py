@@ -234,3 +234,45 @@ def test_full_disk_gets_4xx_never_250(make_cluster, tmp_path):
         c.close()
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_write_errors_get_4xx_never_250(make_cluster):
+    """Every write past 48 MB fails (RLIMIT_FSIZE with SIGXFSZ ignored: the
+    kernel answers EFBIG): the body store's segment stops growing, the node
+    answers 4xx and acknowledges nothing it did not keep; restarted without
+    the limit, it has everything it acknowledged."""
+    import resource
+    import signal as sig
+    from smtp_util import send
+
+    def limit():
+        sig.signal(sig.SIGXFSZ, sig.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (48 << 20, 48 << 20))
+
+    c = make_cluster(n=1, commit_timeout_ms=2000)
+    node = c.nodes[0]
+    node.preexec = limit
+    c.start()
+    big = message(body=("y" * 998 + "\r\n") * 1000)  # 1 MB
+    acked, refused = [], 0
+    for _ in range(120):
+        code, text = send(node.smtp_port, msg=big)
+        if code == 250:
+            acked.append(code_of(text))
+        else:
+            assert 400 <= code < 500, (code, text)
+            refused += 1
+            if refused == 3:
+                break
+    assert acked and refused == 3, (len(acked), refused)
+    st, listing = node.api("GET", "/v1/messages")
+    assert sorted(listing["codes"]) == sorted(acked)
+    assert "level=warn" in open(node.log_path).read()
+    node.stop()
+    node.preexec = None
+    node.start()
+    c.wait_leader()
+    st, listing = node.api("GET", "/v1/messages")
+    assert sorted(listing["codes"]) == sorted(acked)
+    code, text = send(node.smtp_port, msg=big)
+    assert code == 250, text

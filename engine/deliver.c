@@ -14,6 +14,7 @@
 #include "engine/mx.h"
 #include "engine/shards.h"
 #include "gateways/smtp_client.h"
+#include "node/clock.h"
 #include "node/errors.h"
 #include "node/log.h"
 #include "queue/bodystore.h"
@@ -128,13 +129,6 @@ struct deliver {
 };
 
 static void maybe_free(struct deliver *d);
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* ---- the in-flight set ---- */
 
@@ -322,7 +316,7 @@ static void set_outcome(struct job *j, unsigned i, enum smtp_status st,
 {
     struct deliver *d = j->d;
     const struct sr_config *cfg = d->deps.cfg;
-    uint64_t now = wall_ms();
+    uint64_t now = sr_wall_ms();
     unsigned o;
     if (st == SMTP_OK) {
         o = DELIVERY_DELIVERED;
@@ -721,7 +715,7 @@ static bool dest_budget(struct dest *ds)
         policy_dest_for(d->deps.policy(d->deps.ud), ds->domain);
     if (pd == NULL || (pd->per_minute == 0 && pd->per_hour == 0))
         return true;
-    uint64_t now = wall_ms();
+    uint64_t now = sr_wall_ms();
     if (pd->per_minute &&
         dqueue_sends(d->deps.store, ds->domain, now - 60000) + ds->uncounted >=
             pd->per_minute)
@@ -1035,7 +1029,7 @@ static void dsn_got_body(void *ud, int status, uint8_t *data, size_t len)
     in.outcome =
         rc->state == RCPT_EXPIRED ? DELIVERY_EXPIRED : DELIVERY_BOUNCED;
     in.arrival_ms = m->accept->accepted_at_ms;
-    in.now_ms = wall_ms();
+    in.now_ms = sr_wall_ms();
     if (status == 0) {
         in.original = (const char *)data;
         in.original_len = len;
@@ -1131,7 +1125,7 @@ static void tick(uv_timer_t *t)
     sc.items = malloc(SCAN_LIMIT * sizeof *sc.items);
     if (sc.items == NULL)
         return;
-    dqueue_due(d->deps.store, mask, wall_ms(), SCAN_LIMIT + d->n_inflight,
+    dqueue_due(d->deps.store, mask, sr_wall_ms(), SCAN_LIMIT + d->n_inflight,
                on_due, &sc);
     qsort(sc.items, sc.n, sizeof *sc.items, cmp_due);
     for (size_t i = 0; i < sc.n && d->jobs_alive < MAX_JOBS;) {
@@ -1162,7 +1156,7 @@ int deliver_start(const struct deliver_deps *deps, struct deliver **out,
         free(d);
         return rc;
     }
-    srand((unsigned)(wall_ms() ^ (deps->cfg->node_id << 16)));
+    srand((unsigned)(sr_wall_ms() ^ (deps->cfg->node_id << 16)));
     uv_timer_init(deps->loop, &d->timer);
     uv_timer_init(deps->loop, &d->record_timer);
     d->timer.data = d;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "node/clock.h"
 #include "node/errors.h"
 #include "node/log.h"
 
@@ -64,13 +65,6 @@ struct ingest_job {
     ingest_cb cb;
     void *ud;
 };
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void job_unref(struct ingest_job *j)
 {
@@ -305,7 +299,7 @@ int ingest_submit(struct ingest *in, const struct smtp_envelope *env,
     if (j == NULL)
         return SR_ENOMEM;
     j->in = in;
-    j->accepted_ms = wall_ms();
+    j->accepted_ms = sr_wall_ms();
     code_next(&in->codes, j->accepted_ms, j->code);
     char hdr[1024];
     size_t hl =

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "node/clock.h"
 #include "node/errors.h"
 #include "node/log.h"
 #include "queue/dqueue.h"
@@ -30,13 +31,6 @@ struct req {
     struct shards *s;
     uint64_t sent;
 };
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void renewed(void *ud, int status, uint64_t index)
 {
@@ -72,7 +66,7 @@ static void assign(struct shards *s)
 {
     uint64_t nodes[MAX_NODES], expiry[MAX_NODES], live[MAX_NODES];
     size_t n = dqueue_leases(s->store, nodes, expiry, MAX_NODES), nl = 0;
-    uint64_t now = wall_ms();
+    uint64_t now = sr_wall_ms();
     for (size_t i = 0; i < n; i++)
         if (expiry[i] > now)
             live[nl++] = nodes[i];

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "node/clock.h"
 #include "node/errors.h"
 #include "node/log.h"
 #include "proto/codec.h"
@@ -93,13 +94,6 @@ struct rnode {
     void (*hook)(void *, uint64_t, const Sr__Entry *, const int *);
     void *hook_ud;
 };
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void prop_done(struct prop *p, int status, uint64_t index)
 {
@@ -236,7 +230,7 @@ static void flush_leader(struct rnode *n)
         *p++ = 0x08;
         p += varint(p, ENTRY_VERSION);
         *p++ = 0x10;
-        p += varint(p, wall_ms());
+        p += varint(p, sr_wall_ms());
         for (size_t i = 0; i < b->n; i++) {
             *p++ = 0x1a;
             p += varint(p, b->props[i]->len);

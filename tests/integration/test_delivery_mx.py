@@ -3,38 +3,23 @@ to the destination; a null MX and a domain that does not exist bounce at
 once, without any connection."""
 import time
 
-import pytest
-
 from dest import Dest
 from smtp_util import code_of, send
 from test_delivery import wait_states
-from test_mx import Dnsmasq
+from test_mx import dns  # noqa: F401  (the dnsmasq fixture)
 
 
-@pytest.fixture
-def dnsmasq(tmp_path):
-    started = []
-
-    def start(*records):
-        d = Dnsmasq(str(tmp_path / ("dns%d" % len(started))), records)
-        started.append(d)
-        return d
-    yield start
-    for d in started:
-        d.stop()
-
-
-def test_mx_delivery_null_mx_and_nxdomain(make_cluster, dnsmasq):
+def test_mx_delivery_null_mx_and_nxdomain(make_cluster, dns):
     dest = Dest()
     try:
-        dns = dnsmasq("--mx-host=good.test,mx1.good.test,10",
+        ns = dns("--mx-host=good.test,mx1.good.test,10",
                       "--mx-host=good.test,mx2.good.test,20",
                       "--host-record=mx1.good.test,127.0.0.1",
                       # mx2 is a dead address: never tried while mx1 works
                       "--host-record=mx2.good.test,127.0.0.9",
                       "--mx-host=null.test,.,0")
         c = make_cluster(n=3, delivery={
-            "dns_servers": '"%s"' % dns.server, "port": dest.port,
+            "dns_servers": '"%s"' % ns.server, "port": dest.port,
             "tls": "none"}).start()
         codes = {}
         for i, rcpt in enumerate(("a@good.test", "b@null.test",
@@ -57,6 +42,6 @@ def test_mx_delivery_null_mx_and_nxdomain(make_cluster, dnsmasq):
         got = sorted(r for _, rs_, _ in dest.received() for r in rs_)
         assert got == ["a@good.test", "d@GOOD.test"], got
         # one MX query per domain for both good.test messages at most
-        assert dns.count("MX", "good.test") <= 3
+        assert ns.count("MX", "good.test") <= 3
     finally:
         dest.stop()

@@ -79,6 +79,16 @@ static const char usage_text[] =
     "  digest                              the replicated state's digest\n"
     "  queue summary                       what waits for delivery: by\n"
     "                                      domain, customer, owning node\n"
+    "  queue suspend DOMAIN [--for SECONDS] [--per-minute N] [--reason TEXT]\n"
+    "                                      stop (or slow to N a minute)\n"
+    "                                      delivery to DOMAIN, for SECONDS\n"
+    "                                      or until resumed\n"
+    "  queue resume DOMAIN                 end a suspension; what waits for\n"
+    "                                      DOMAIN is due at once\n"
+    "  queue suspensions                   suspensions in force (operator\n"
+    "                                      and response rules)\n"
+    "  queue retry CODE|DOMAIN             what waits is due at once\n"
+    "  queue bounce CODE [--reason TEXT]   fail what waits (bounce + DSN)\n"
     "  shard list                          delivery shard owners, leases\n"
     "  events [--after SEQ] [--limit N]    delivery events (delivered,\n"
     "                                      deferred, bounced, expired)\n"
@@ -776,11 +786,120 @@ static int cmd_policy(const struct ctl *ctl, int argc, char **argv)
     return 0;
 }
 
-/* queue summary: what waits for delivery (GET /v1/queue). */
-static int cmd_queue(const struct ctl *ctl, int argc, char **argv)
+struct queue_opts {
+    const char *for_s, *per_minute, *reason;
+};
+
+static int queue_suspensions(const struct ctl *ctl)
 {
-    if (argc != 1 || strcmp(argv[0], "summary") != 0)
-        return ctl_usage("queue: want \"queue summary\"");
+    json_t *j;
+    int rc = ctl_fetch(ctl, "GET", "/v1/suspensions", NULL, &j);
+    if (rc != 0 || j == NULL)
+        return rc;
+    struct table t;
+    char b[6][256];
+    size_t i;
+    json_t *x;
+    table_init(&t, 6, "DOMAIN", "UNTIL", "PER_MINUTE", "SOURCE", "NODE",
+               "REASON");
+    json_array_foreach(json_object_get(j, "suspensions"), i, x)
+    {
+        json_t *until = json_object_get(x, "until_ms");
+        if (json_is_integer(until)) {
+            time_t tt = (time_t)(json_integer_value(until) / 1000);
+            struct tm tm;
+            gmtime_r(&tt, &tm);
+            strftime(b[1], sizeof b[1], "%Y-%m-%dT%H:%M:%SZ", &tm);
+        } else {
+            snprintf(b[1], sizeof b[1], "resumed by hand");
+        }
+        json_int_t pm = json_integer_value(json_object_get(x, "per_minute"));
+        if (pm > 0)
+            snprintf(b[2], sizeof b[2], "%lld", (long long)pm);
+        else
+            snprintf(b[2], sizeof b[2], "stopped");
+        table_add(&t, jstr(json_object_get(x, "domain"), b[0], 256), b[1], b[2],
+                  jstr(json_object_get(x, "source"), b[3], 256),
+                  jstr(json_object_get(x, "node"), b[4], 256),
+                  jstr(json_object_get(x, "reason"), b[5], 256));
+    }
+    table_print(&t);
+    json_decref(j);
+    return 0;
+}
+
+/* queue suspend|resume|retry|bounce: one queue action (POST /v1/queue/...). */
+static int queue_action(const struct ctl *ctl, const char *action,
+                        const char *target, const struct queue_opts *qo)
+{
+    /* a message code has a '/' (node/code.h); a domain never does */
+    bool is_code = strchr(target, '/') != NULL;
+    if (strcmp(action, "bounce") == 0 && !is_code)
+        return ctl_usage("queue bounce: want a message CODE, not \"%s\"",
+                         target);
+    if ((strcmp(action, "suspend") == 0 || strcmp(action, "resume") == 0) &&
+        is_code)
+        return ctl_usage("queue %s: want a DOMAIN, not \"%s\"", action, target);
+    long secs = 0, pm = 0;
+    char *end;
+    if (qo->for_s != NULL && ((secs = strtol(qo->for_s, &end, 10)) < 1 || *end))
+        return ctl_usage("--for wants a number of seconds");
+    if (qo->per_minute != NULL &&
+        ((pm = strtol(qo->per_minute, &end, 10)) < 1 || *end))
+        return ctl_usage("--per-minute wants a number from 1");
+    json_t *body = json_object();
+    json_object_set_new(body, is_code ? "code" : "domain", json_string(target));
+    if (secs)
+        json_object_set_new(body, "seconds", json_integer(secs));
+    if (pm)
+        json_object_set_new(body, "per_minute", json_integer(pm));
+    if (qo->reason != NULL)
+        json_object_set_new(body, "reason", json_string(qo->reason));
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    char path[64];
+    snprintf(path, sizeof path, "/v1/queue/%s", action);
+    json_t *j;
+    int rc = ctl_fetch(ctl, "POST", path, text, &j);
+    free(text);
+    if (rc != 0 || j == NULL)
+        return rc;
+    char b[64];
+    if (strcmp(action, "suspend") == 0)
+        printf("%s suspended\n", target);
+    else
+        printf("%s: %s recipients %s\n", target,
+               jstr(json_object_get(j, "recipients"), b, sizeof b),
+               strcmp(action, "bounce") == 0 ? "bounced" : "due now");
+    json_decref(j);
+    return 0;
+}
+
+/* queue summary: what waits for delivery (GET /v1/queue), and the
+ * queue actions. */
+static int cmd_queue(const struct ctl *ctl, int argc, char **argv,
+                     const struct queue_opts *qo)
+{
+    const char *sub = argc > 0 ? argv[0] : "";
+    bool action = strcmp(sub, "suspend") == 0 || strcmp(sub, "resume") == 0 ||
+                  strcmp(sub, "retry") == 0 || strcmp(sub, "bounce") == 0;
+    if ((qo->for_s || qo->per_minute) && strcmp(sub, "suspend") != 0)
+        return ctl_usage("--for and --per-minute go with queue suspend only");
+    if (qo->reason && strcmp(sub, "suspend") != 0 && strcmp(sub, "bounce") != 0)
+        return ctl_usage("--reason goes with queue suspend and bounce only");
+    if (action) {
+        if (argc != 2 || argv[1][0] == '\0')
+            return ctl_usage("queue %s: want one %s", sub,
+                             strcmp(sub, "retry") == 0    ? "CODE or DOMAIN"
+                             : strcmp(sub, "bounce") == 0 ? "CODE"
+                                                          : "DOMAIN");
+        return queue_action(ctl, sub, argv[1], qo);
+    }
+    if (argc == 1 && strcmp(sub, "suspensions") == 0)
+        return queue_suspensions(ctl);
+    if (argc != 1 || strcmp(sub, "summary") != 0)
+        return ctl_usage("queue: want summary, suspend, resume, suspensions, "
+                         "retry or bounce");
     json_t *j;
     int rc = ctl_fetch(ctl, "GET", "/v1/queue", NULL, &j);
     if (rc != 0 || j == NULL)
@@ -958,9 +1077,13 @@ int main(int argc, char **argv)
         {"role", required_argument, NULL, 'r'},
         {"limit", required_argument, NULL, 'l'},
         {"ca", required_argument, NULL, 'c'},
+        {"for", required_argument, NULL, 'F'},
+        {"per-minute", required_argument, NULL, 'P'},
+        {"reason", required_argument, NULL, 'R'},
         {NULL, 0, NULL, 0},
     };
     const char *role = NULL, *limit = NULL, *ca_opt = NULL;
+    struct queue_opts qo = {NULL, NULL, NULL};
     int opt;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "a:t:o:h", longopts, NULL)) != -1) {
@@ -980,6 +1103,15 @@ int main(int argc, char **argv)
         case 'c':
             ca_opt = optarg;
             break;
+        case 'F':
+            qo.for_s = optarg;
+            break;
+        case 'P':
+            qo.per_minute = optarg;
+            break;
+        case 'R':
+            qo.reason = optarg;
+            break;
         case 'o':
             if (strcmp(optarg, "json") == 0)
                 ctl.json = true;
@@ -993,6 +1125,11 @@ int main(int argc, char **argv)
             return 0;
         case ':':
         default:
+            if (optopt == 'F' || optopt == 'P' || optopt == 'R')
+                return ctl_usage("--%s needs a value", optopt == 'F' ? "for"
+                                                       : optopt == 'P'
+                                                           ? "per-minute"
+                                                           : "reason");
             if (optopt == 'r' || optopt == 'l' || optopt == 'c')
                 return ctl_usage("--%s needs a value", optopt == 'r'   ? "role"
                                                        : optopt == 'l' ? "limit"
@@ -1038,6 +1175,10 @@ int main(int argc, char **argv)
         strcmp(cmd, "events") != 0)
         return ctl_usage("--limit goes with message list and events only");
 
+    if ((qo.for_s || qo.per_minute || qo.reason) && strcmp(cmd, "queue") != 0)
+        return ctl_usage("--for, --per-minute and --reason go with queue "
+                         "commands only");
+
     if (strcmp(cmd, "status") == 0 || strcmp(cmd, "digest") == 0) {
         if (argc != 0)
             return ctl_usage("%s: unexpected argument \"%s\"", cmd, argv[0]);
@@ -1059,7 +1200,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "policy") == 0)
         return cmd_policy(&ctl, argc, argv);
     if (strcmp(cmd, "queue") == 0)
-        return cmd_queue(&ctl, argc, argv);
+        return cmd_queue(&ctl, argc, argv, &qo);
     if (strcmp(cmd, "shard") == 0)
         return cmd_shard(&ctl, argc, argv);
     if (strcmp(cmd, "events") == 0)

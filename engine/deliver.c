@@ -12,6 +12,8 @@
 #include "engine/dsn.h"
 #include "engine/ingest.h"
 #include "engine/mx.h"
+#include "engine/rates.h"
+#include "engine/suspend.h"
 #include "engine/shards.h"
 #include "gateways/smtp_client.h"
 #include "node/clock.h"
@@ -20,6 +22,7 @@
 #include "queue/bodystore.h"
 #include "queue/dqueue.h"
 #include "queue/policy.h"
+#include "queue/qaction.h"
 #include "queue/store.h"
 #include "raft/rnode.h"
 #include "raft/rpc.h"
@@ -73,6 +76,7 @@ struct job {
     unsigned recorded; /* results committed */
     int stopped;       /* engine stopping: drop, do not record */
     int sent;          /* an SMTP transaction was attempted for it */
+    int postponed;     /* its destination is suspended: not attempted */
 };
 
 /* A delivery target: one address of one host. */
@@ -115,6 +119,8 @@ struct deliver {
     uv_timer_t timer;
     uv_timer_t record_timer;
     struct mx_resolver *mx;
+    struct rates *rates;     /* cluster-wide rates (engine/rates.h) */
+    struct suspend *suspend; /* destination suspensions (engine/suspend.h) */
     struct inflight *inflight[INFLIGHT_BUCKETS];
     unsigned n_inflight;
     struct dest *dests;
@@ -268,6 +274,7 @@ static void record(struct job *j)
         r.mx = j->mx;
         r.bounce_class = (char *)(j->klass[i] ? j->klass[i] : "");
         r.sends = i == 0 && j->sent ? 1 : 0;
+        r.postponed = j->postponed != 0;
         Sr__Op op = SR__OP__INIT;
         op.op_case = SR__OP__OP_DELIVERY_RESULT;
         op.delivery_result = &r;
@@ -360,6 +367,42 @@ static void job_fail_all(struct job *j, enum smtp_status st, const char *reason)
     record(j);
 }
 
+/* The destination is suspended until `until`: the job's recipients wait
+ * (no attempt) until then, or at most POSTPONE_MAX_MS so that a resume is
+ * noticed, plus a jitter so they do not all come back at once; a message
+ * past its maximum age expires instead. */
+#define POSTPONE_MAX_MS 300000
+static void postpone(struct job *j, const struct suspension *x)
+{
+    struct deliver *d = j->d;
+    uint64_t now = sr_wall_ms();
+    char reason[400];
+    snprintf(reason, sizeof reason, "451 4.4.5 delivery to %s suspended: %s",
+             j->dest->domain, x->reason);
+    if (now >=
+        j->committed_at + (uint64_t)d->deps.cfg->delivery_max_age_s * 1000) {
+        job_fail_all(j, SMTP_TEMPFAIL, reason);
+        return;
+    }
+    uint64_t next = x->until_ms;
+    if (next > now + POSTPONE_MAX_MS)
+        next = now + POSTPONE_MAX_MS;
+    next += 1000 + (uint64_t)rand() % 30000;
+    for (unsigned i = 0; i < j->n; i++) {
+        j->outcome[i] = DELIVERY_DEFERRED;
+        j->next_ms[i] = next;
+        j->klass[i] = "";
+        free(j->reply[i]);
+        j->reply[i] = strdup(reason);
+    }
+    j->postponed = 1;
+    snprintf(j->mx, sizeof j->mx, "none");
+    d->stats.postponed += j->n;
+    LOG_DEBUG("code=%s event=postponed domain=%s rcpts=%u", j->code,
+              j->dest->domain, j->n);
+    record(j);
+}
+
 /* ---- destinations ---- */
 
 static void dest_pump(struct dest *ds);
@@ -382,6 +425,22 @@ static struct dest *dest_get(struct deliver *d, const char *domain,
     ds->next = d->dests;
     d->dests = ds;
     return ds;
+}
+
+/* Fully suspended (no delivery at all) at now? */
+static bool dest_stopped(struct dest *ds, struct suspension *x)
+{
+    return suspend_get(ds->d->suspend, ds->domain, sr_wall_ms(), x) &&
+           x->per_minute == 0;
+}
+
+/* A remote reply from ds's servers: maybe a response rule fires. */
+static void dest_reply(struct dest *ds, const char *reply)
+{
+    struct deliver *d = ds->d;
+    const struct policy_dest *pd =
+        policy_dest_for(d->deps.policy(d->deps.ud), ds->domain);
+    suspend_check_reply(d->suspend, pd, ds->domain, reply, sr_wall_ms());
 }
 
 /* Frees a destination with nothing queued and no connection. */
@@ -410,6 +469,34 @@ static struct job *dest_pop(struct dest *ds)
         ds->queued--;
     }
     return j;
+}
+
+/* The first queued job (among the first RATE_SCAN) whose customer's
+ * cluster-wide rates (engine/rates.h) let it go now, taken off the queue;
+ * NULL if none. */
+#define RATE_SCAN 32
+static struct job *dest_take_allowed(struct dest *ds)
+{
+    struct deliver *d = ds->d;
+    const struct policy *p = d->deps.policy(d->deps.ud);
+    uint64_t now = sr_wall_ms();
+    struct job *prev = NULL;
+    unsigned n = 0;
+    for (struct job *j = ds->head; j && n < RATE_SCAN;
+         prev = j, j = j->next, n++) {
+        if (!rates_take(d->rates, p, j->customer, now))
+            continue;
+        if (prev)
+            prev->next = j->next;
+        else
+            ds->head = j->next;
+        if (ds->tail == j)
+            ds->tail = prev;
+        j->next = NULL;
+        ds->queued--;
+        return j;
+    }
+    return NULL;
 }
 
 static void dest_push(struct dest *ds, struct job *j)
@@ -546,7 +633,11 @@ static void msg_done(struct smtp_client *c, const struct smtp_client_result *r,
         else
             snprintf(reply, sizeof reply, "%s", r->reason);
         set_outcome(j, i, rr->status, reply);
+        if (rr->status != SMTP_OK)
+            dest_reply(cn->dest, reply);
     }
+    if (r->conn_dead && r->reason[0])
+        dest_reply(cn->dest, r->reason);
     record(j);
     if (r->conn_dead)
         return; /* CLOSED follows */
@@ -567,11 +658,16 @@ static void conn_send_next(struct conn *cn)
     struct dest *ds = cn->dest;
     if (cn->job != NULL || !cn->ready || ds->head == NULL)
         return;
+    struct suspension x;
+    if (dest_stopped(ds, &x)) {
+        smtp_client_quit(cn->c); /* dest_pump postpones the queue */
+        return;
+    }
     if (!dest_budget(ds))
         return; /* throttled: the tick pumps again */
-    struct job *j = dest_pop(ds);
+    struct job *j = dest_take_allowed(ds);
     if (j == NULL)
-        return; /* idle: the client's idle timer ends it */
+        return; /* rates, or idle: the client's idle timer ends it */
     struct smtp_client_msg *m = &j->msg;
     memset(m, 0, sizeof *m);
     m->sender = j->sender;
@@ -608,6 +704,8 @@ static void conn_event(struct smtp_client *c,
         cn->c = NULL;
         LOG_INFO("event=connect_failed domain=%s relay=%s reason=\"%s\"",
                  cn->dest->domain, cn->peer, ev->reason);
+        if (ev->reason)
+            dest_reply(cn->dest, ev->reason);
         if (cn->dest->d->stopping || !conn_try_next(cn)) {
             char reason[600];
             snprintf(reason, sizeof reason, "%s: %s", cn->peer, ev->reason);
@@ -711,11 +809,17 @@ static void conn_open(struct dest *ds)
 static bool dest_budget(struct dest *ds)
 {
     struct deliver *d = ds->d;
+    uint64_t now = sr_wall_ms();
+    struct suspension x;
+    if (suspend_get(d->suspend, ds->domain, now, &x) &&
+        (x.per_minute == 0 ||
+         dqueue_sends(d->deps.store, ds->domain, now - 60000) + ds->uncounted >=
+             x.per_minute))
+        return false;
     const struct policy_dest *pd =
         policy_dest_for(d->deps.policy(d->deps.ud), ds->domain);
     if (pd == NULL || (pd->per_minute == 0 && pd->per_hour == 0))
         return true;
-    uint64_t now = sr_wall_ms();
     if (pd->per_minute &&
         dqueue_sends(d->deps.store, ds->domain, now - 60000) + ds->uncounted >=
             pd->per_minute)
@@ -744,6 +848,13 @@ static void dest_pump(struct dest *ds)
     struct deliver *d = ds->d;
     if (d->stopping)
         return;
+    struct suspension x;
+    if (ds->head && dest_stopped(ds, &x)) {
+        struct job *j;
+        while ((j = dest_pop(ds)) != NULL)
+            postpone(j, &x);
+        return;
+    }
     for (struct conn *cn = ds->conns; cn && ds->head; cn = cn->next)
         if (cn->ready && cn->job == NULL)
             conn_send_next(cn);
@@ -967,6 +1078,11 @@ static void make_jobs(struct deliver *d, const struct due *items, size_t n)
             j->n++;
         }
         d->stats.jobs++;
+        struct suspension x;
+        if (dest_stopped(ds, &x)) {
+            postpone(j, &x);
+            continue;
+        }
         if (body_store_get(d->deps.bodies, j->code, got_local, j) == 0)
             d->io++;
         else
@@ -1142,6 +1258,12 @@ static void tick(uv_timer_t *t)
 
 /* ---- lifecycle ---- */
 
+/* Rate tokens arrived: destinations waiting for them can go. */
+static void granted(void *ud)
+{
+    deliver_kick(ud);
+}
+
 int deliver_start(const struct deliver_deps *deps, struct deliver **out,
                   char *err, size_t errlen)
 {
@@ -1155,6 +1277,15 @@ int deliver_start(const struct deliver_deps *deps, struct deliver **out,
     if (rc != 0) {
         free(d);
         return rc;
+    }
+    d->rates = rates_new(deps->rn, deps->cfg->node_id, granted, d);
+    d->suspend = suspend_new(deps->store, deps->rn, deps->cfg->node_id);
+    if (d->rates == NULL || d->suspend == NULL) {
+        rates_free(d->rates);
+        suspend_free(d->suspend);
+        mx_resolver_close(d->mx);
+        free(d);
+        return SR_ENOMEM;
     }
     srand((unsigned)(sr_wall_ms() ^ (deps->cfg->node_id << 16)));
     uv_timer_init(deps->loop, &d->timer);
@@ -1206,6 +1337,10 @@ void deliver_stop(struct deliver *d)
     /* Pending lookups end now (MX_CANCELLED frees their connections). */
     mx_resolver_close(d->mx);
     d->mx = NULL;
+    rates_free(d->rates);
+    d->rates = NULL;
+    suspend_free(d->suspend);
+    d->suspend = NULL;
     /* Jobs waiting for a retry of their record: dropped (still due in the
      * state, so the next owner retries them). */
     while (d->to_record) {

@@ -74,6 +74,7 @@ void deliver_kick(struct deliver *d);
 
 struct deliver_stats {
     uint64_t jobs, delivered, deferred, bounced, expired;
+    uint64_t postponed; /* recipients held back by a suspension */
     unsigned inflight, connections;
 };
 void deliver_get_stats(const struct deliver *d, struct deliver_stats *st);

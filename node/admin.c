@@ -14,17 +14,18 @@
 #include "node/code.h"
 #include "node/errors.h"
 #include "node/log.h"
+#include "node/admin_int.h"
 #include "node/node_int.h"
 #include "queue/dqueue.h"
 #include "queue/shard.h"
 
-/* Where an answer goes: an HTTP connection or an RPC call. */
+/* Where an answer goes (admin_int.h). */
 struct sink {
     struct http_conn *http;
     struct rpc_call *rpc;
 };
 
-static void reply(struct sink *s, int status, json_t *body)
+void admin_reply(struct sink *s, int status, json_t *body)
 {
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
@@ -45,9 +46,9 @@ static void reply(struct sink *s, int status, json_t *body)
     free(s);
 }
 
-static void reply_error(struct sink *s, int status, const char *msg)
+void admin_reply_error(struct sink *s, int status, const char *msg)
 {
-    reply(s, status, json_pack("{s:s}", "error", msg));
+    admin_reply(s, status, json_pack("{s:s}", "error", msg));
 }
 
 static const char *role_name(int role)
@@ -151,7 +152,7 @@ static void get_status(struct sr_node *n, struct sink *s)
         json_object_set_new(
             o, "delivery",
             json_pack(
-                "{s:i,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:i}", "shards_owned",
+                "{s:i,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:i,s:I}", "shards_owned",
                 __builtin_popcountll(shards_owned(n->shards)), "lease_valid",
                 shards_lease_valid(n->shards), "jobs", (json_int_t)ds.jobs,
                 "delivered", (json_int_t)ds.delivered, "deferred",
@@ -160,9 +161,9 @@ static void get_status(struct sr_node *n, struct sink *s)
                 (json_int_t)(ds.delivered + ds.deferred + ds.bounced +
                              ds.expired),
                 "inflight", (int)ds.inflight, "connections",
-                (int)ds.connections));
+                (int)ds.connections, "postponed", (json_int_t)ds.postponed));
     }
-    reply(s, 200, o);
+    admin_reply(s, 200, o);
 }
 
 /* GET /v1/queue: what waits for delivery, by state, destination domain,
@@ -256,7 +257,7 @@ static void get_queue(struct sr_node *n, struct sink *s)
         (json_int_t)counts[RCPT_DEFERRED], "truncated", seen >= QUEUE_SCAN_MAX,
         "by_domain", domains, "by_customer", q.customers, "by_owner", q.owners,
         "oldest_committed_ms", (json_int_t)q.oldest_ms);
-    reply(s, 200, o);
+    admin_reply(s, 200, o);
 }
 
 /* GET /v1/shards: the shard table and the delivery leases. */
@@ -273,9 +274,9 @@ static void get_shards(struct sr_node *n, struct sink *s)
         json_array_append_new(
             leases, json_pack("{s:I,s:I}", "node", (json_int_t)nodes[i],
                               "expires_ms", (json_int_t)expiry[i]));
-    reply(s, 200,
-          json_pack("{s:I,s:o,s:o}", "epoch", (json_int_t)epoch, "owners", sh,
-                    "leases", leases));
+    admin_reply(s, 200,
+                json_pack("{s:I,s:o,s:o}", "epoch", (json_int_t)epoch, "owners",
+                          sh, "leases", leases));
 }
 
 static void add_event(void *ud, uint64_t seq, const Sr__Event *e)
@@ -306,8 +307,9 @@ static void get_events(struct sr_node *n, struct sink *s, const char *query)
     }
     json_t *list = json_array();
     uint64_t last = dqueue_events(n->store, after, limit, add_event, list);
-    reply(s, 200,
-          json_pack("{s:o,s:I}", "events", list, "last", (json_int_t)last));
+    admin_reply(
+        s, 200,
+        json_pack("{s:o,s:I}", "events", list, "last", (json_int_t)last));
 }
 
 static void add_code(void *ud, const char *code)
@@ -323,7 +325,7 @@ static void get_messages(struct sr_node *n, struct sink *s, const char *query)
         limit = strtoul(l + 6, NULL, 10);
     json_t *codes = json_array();
     queue_store_list(n->store, limit, add_code, codes);
-    reply(s, 200, json_pack("{s:o}", "codes", codes));
+    admin_reply(s, 200, json_pack("{s:o}", "codes", codes));
 }
 
 static int unescape(const char *in, char *out, size_t cap)
@@ -348,12 +350,12 @@ static void get_message(struct sr_node *n, struct sink *s, const char *rest)
 {
     char code[128];
     if (unescape(rest, code, sizeof code) != 0 || !code_valid(code)) {
-        reply_error(s, 400, "not a message code");
+        admin_reply_error(s, 400, "not a message code");
         return;
     }
     Sr__StoredMessage *m;
     if (queue_store_get_message(n->store, code, &m) != 0) {
-        reply_error(s, 404, "no such message");
+        admin_reply_error(s, 404, "no such message");
         return;
     }
     Sr__MessageAccept *a = m->accept;
@@ -384,7 +386,7 @@ static void get_message(struct sr_node *n, struct sink *s, const char *rest)
         (json_int_t)m->committed_at_ms, "index", (json_int_t)m->index, "helo",
         a->helo, "client_addr", a->client_addr);
     sr__stored_message__free_unpacked(m, NULL);
-    reply(s, 200, o);
+    admin_reply(s, 200, o);
 }
 
 static void get_policy(struct sr_node *n, struct sink *s)
@@ -396,9 +398,9 @@ static void get_policy(struct sr_node *n, struct sink *s)
     json_t *o = json_loads(text, 0, NULL);
     free(json);
     if (o == NULL)
-        reply_error(s, 500, "stored policy is not JSON");
+        admin_reply_error(s, 500, "stored policy is not JSON");
     else
-        reply(s, 200, o);
+        admin_reply(s, 200, o);
 }
 
 /* ---- changes (leader only) ---- */
@@ -407,19 +409,20 @@ static void done_cb(void *ud, int status, const char *msg)
 {
     struct sink *s = ud;
     if (status == 0)
-        reply(s, 200, json_pack("{s:b}", "ok", 1));
+        admin_reply(s, 200, json_pack("{s:b}", "ok", 1));
     else
-        reply_error(s, 409, msg);
+        admin_reply_error(s, 409, msg);
 }
 
 static void policy_cb(void *ud, int status, uint64_t index)
 {
     struct sink *s = ud;
     if (status == 0)
-        reply(s, 200,
-              json_pack("{s:b,s:I}", "ok", 1, "index", (json_int_t)index));
+        admin_reply(
+            s, 200,
+            json_pack("{s:b,s:I}", "ok", 1, "index", (json_int_t)index));
     else
-        reply_error(s, 503, sr_strerror(status));
+        admin_reply_error(s, 503, sr_strerror(status));
 }
 
 static void post_policy(struct sr_node *n, struct sink *s, const char *body,
@@ -428,7 +431,7 @@ static void post_policy(struct sr_node *n, struct sink *s, const char *body,
     struct policy *p;
     char err[SR_ERRMSG_SIZE];
     if (policy_parse_json(body, len, &p, err, sizeof err) != 0) {
-        reply_error(s, 400, err);
+        admin_reply_error(s, 400, err);
         return;
     }
     policy_free(p);
@@ -444,7 +447,7 @@ static void post_policy(struct sr_node *n, struct sink *s, const char *body,
     int rc = rnode_propose(n->rn, &op, 10000, policy_cb, s);
     free(text);
     if (rc != 0)
-        reply_error(s, 503, sr_strerror(rc));
+        admin_reply_error(s, 503, sr_strerror(rc));
 }
 
 static void change(struct sr_node *n, struct sink *s, const char *method,
@@ -454,7 +457,7 @@ static void change(struct sr_node *n, struct sink *s, const char *method,
     json_t *o = len ? json_loadb(body, len, 0, &jerr) : json_object();
     if (o == NULL || !json_is_object(o)) {
         json_decref(o);
-        reply_error(s, 400, "body must be a JSON object");
+        admin_reply_error(s, 400, "body must be a JSON object");
         return;
     }
     int rc = SR_ENOTFOUND;
@@ -466,7 +469,7 @@ static void change(struct sr_node *n, struct sink *s, const char *method,
         int role = role_of(json_string_value(json_object_get(o, "role")));
         if (jid <= 0 || addr == NULL || role < 0) {
             json_decref(o);
-            reply_error(s, 400, "need id (>0), address and a valid role");
+            admin_reply_error(s, 400, "need id (>0), address and a valid role");
             return;
         }
         rc = rnode_add(n->rn, (uint64_t)jid, addr, role, done_cb, s);
@@ -477,7 +480,8 @@ static void change(struct sr_node *n, struct sink *s, const char *method,
             int role = role_of(json_string_value(json_object_get(o, "role")));
             if (role < 0 || json_object_get(o, "role") == NULL) {
                 json_decref(o);
-                reply_error(s, 400, "role must be voter, standby or spare");
+                admin_reply_error(s, 400,
+                                  "role must be voter, standby or spare");
                 return;
             }
             rc = rnode_assign(n->rn, id, role, done_cb, s);
@@ -493,9 +497,9 @@ static void change(struct sr_node *n, struct sink *s, const char *method,
     }
     json_decref(o);
     if (rc == SR_ENOTFOUND)
-        reply_error(s, 404, "no such endpoint");
+        admin_reply_error(s, 404, "no such endpoint");
     else if (rc != 0)
-        reply_error(s, 500, sr_strerror(rc));
+        admin_reply_error(s, 500, sr_strerror(rc));
 }
 
 /* ---- forwarding to the leader ---- */
@@ -504,14 +508,14 @@ static void forwarded(void *ud, int status, const Sr__Rpc *resp)
 {
     struct sink *s = ud;
     if (status != 0 || resp->body_case != SR__RPC__BODY_ADMIN_RESP) {
-        reply_error(s, 503, "leader did not answer");
+        admin_reply_error(s, 503, "leader did not answer");
         return;
     }
     json_t *o = json_loadb((const char *)resp->admin_resp->body.data,
                            resp->admin_resp->body.len, 0, NULL);
     if (o == NULL)
         o = json_pack("{s:s}", "error", "bad answer from leader");
-    reply(s, resp->admin_resp->status, o);
+    admin_reply(s, resp->admin_resp->status, o);
 }
 
 /* Sends the request to the leader; returns SR_ENOTLEADER (nothing sent,
@@ -532,7 +536,7 @@ static int send_to_leader(struct sr_node *n, struct sink *s, const char *method,
     rpc.body_case = SR__RPC__BODY_ADMIN;
     rpc.admin = &ar;
     if (rpc_send(n->rpc, leader, addr, &rpc, 30000, forwarded, s) != 0)
-        reply_error(s, 503, "cannot reach the leader");
+        admin_reply_error(s, 503, "cannot reach the leader");
     return 0;
 }
 
@@ -570,7 +574,7 @@ static void wait_tick(uv_timer_t *t)
     if (send_to_leader(w->n, w->s, w->method, w->path, w->body, w->len) == 0) {
         wait_end(w);
     } else if (uv_now(&w->n->loop) >= w->deadline) {
-        reply_error(w->s, 503, "no leader");
+        admin_reply_error(w->s, 503, "no leader");
         wait_end(w);
     }
 }
@@ -579,7 +583,7 @@ void admin_stop(struct sr_node *n)
 {
     while (n->admin_waits) {
         struct admin_wait *w = n->admin_waits;
-        reply_error(w->s, 503, "node is stopping");
+        admin_reply_error(w->s, 503, "node is stopping");
         wait_end(w);
     }
 }
@@ -591,7 +595,7 @@ static void to_leader(struct sr_node *n, struct sink *s, const char *method,
         return;
     struct admin_wait *w = calloc(1, sizeof *w);
     if (w == NULL) {
-        reply_error(s, 503, "no leader");
+        admin_reply_error(s, 503, "no leader");
         return;
     }
     *w = (struct admin_wait){.n = n,
@@ -616,7 +620,7 @@ static void dispatch(struct sr_node *n, struct sink *s, const char *method,
     if (get && strcmp(path, "/v1/status") == 0)
         get_status(n, s);
     else if (get && strcmp(path, "/v1/digest") == 0)
-        reply(s, 200, digest_json(n));
+        admin_reply(s, 200, digest_json(n));
     else if (get && strcmp(path, "/v1/messages") == 0)
         get_messages(n, s, query);
     else if (get && strncmp(path, "/v1/messages/", 13) == 0)
@@ -629,14 +633,18 @@ static void dispatch(struct sr_node *n, struct sink *s, const char *method,
         get_queue(n, s);
     else if (get && strcmp(path, "/v1/events") == 0)
         get_events(n, s, query);
+    else if (get && strcmp(path, "/v1/suspensions") == 0)
+        admin_get_suspensions(n, s);
     else if (get)
-        reply_error(s, 404, "no such endpoint");
+        admin_reply_error(s, 404, "no such endpoint");
     else if (strcmp(method, "POST") != 0 && strcmp(method, "DELETE") != 0)
-        reply_error(s, 405, "method not allowed");
+        admin_reply_error(s, 405, "method not allowed");
+    else if (strncmp(path, "/v1/queue/", 10) == 0)
+        admin_post_queue(n, s, method, path + 10, body, len);
     else if (rnode_is_ready_leader(n->rn))
         change(n, s, method, path, body, len);
     else if (forwarded_once)
-        reply_error(s, 503, "not the leader");
+        admin_reply_error(s, 503, "not the leader");
     else
         to_leader(n, s, method, path, body, len);
 }
@@ -651,12 +659,12 @@ void admin_http(void *ud, struct http_conn *c, const struct http_request *req)
         const char *auth = http_request_header(req, "Authorization");
         if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0 ||
             strcmp(auth + 7, tok) != 0) {
-            reply_error(s, 401, "missing or wrong admin token");
+            admin_reply_error(s, 401, "missing or wrong admin token");
             return;
         }
     }
     if (n->stopping) {
-        reply_error(s, 503, "node is stopping");
+        admin_reply_error(s, 503, "node is stopping");
         return;
     }
     dispatch(n, s, req->method, req->path, req->query, req->body, req->body_len,

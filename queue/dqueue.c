@@ -106,6 +106,25 @@ void dqueue_index_new(struct queue_store *s, MDB_txn *txn, const char *code,
     }
 }
 
+void dqueue_reschedule(struct queue_store *s, MDB_txn *txn, const char *code,
+                       Sr__StoredMessage *m, unsigned i, uint64_t due_ms)
+{
+    Sr__StoredRcpt *rc = m->rcpts[i];
+    unsigned shard = shard_of_rcpt(rc->address);
+    uint8_t k[600];
+    del(txn, s->dbi[DB_DUE], k,
+        due_key(k, sizeof k, shard, rc->due_ms, code, i));
+    rc->due_ms = due_ms;
+    store_put(txn, s->dbi[DB_DUE], k,
+              due_key(k, sizeof k, shard, due_ms, code, i), "", 0);
+}
+
+void dqueue_put_message(struct queue_store *s, MDB_txn *txn, const char *code,
+                        const Sr__StoredMessage *m)
+{
+    put_msg(s, txn, code, m);
+}
+
 /* ---- leases ---- */
 
 static size_t lease_key(char *k, size_t cap, uint64_t node)
@@ -328,6 +347,10 @@ int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
     if (r->sends > 0 && r->n_rcpts > 0)
         count_sends(s, txn, m->rcpts[r->rcpts[0]]->address, r->node, time_ms,
                     r->sends);
+    if (r->postponed && target != RCPT_DEFERRED) {
+        sr__stored_message__free_unpacked(m, NULL);
+        return SR_EINVAL;
+    }
     int changed = 0;
     uint8_t k[600];
     char sk[600];
@@ -336,6 +359,14 @@ int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
         Sr__StoredRcpt *rc = m->rcpts[i];
         if (rc->state != RCPT_QUEUED && rc->state != RCPT_DEFERRED)
             continue; /* no longer pending: a duplicate result */
+        if (r->postponed) {
+            /* not an attempt: only the due time moves */
+            dqueue_reschedule(s, txn, r->code, m, i,
+                              r->next_attempt_ms > time_ms ? r->next_attempt_ms
+                                                           : time_ms);
+            changed++;
+            continue;
+        }
         unsigned shard = shard_of_rcpt(rc->address);
         del(txn, s->dbi[DB_DUE], k,
             due_key(k, sizeof k, shard, rc->due_ms, r->code, i));

@@ -53,9 +53,18 @@ int dqueue_apply_lease(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
 int dqueue_apply_shards(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
                         const Sr__ShardAssign *a);
 /* SR_ENOTFOUND unknown message, SR_EINVAL bad outcome or recipient,
- * SR_EEXIST nothing was pending any more. */
+ * SR_EEXIST nothing was pending any more. A postponed result (the
+ * destination is suspended) only moves the due time: no attempt, no
+ * event. */
 int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
                         const Sr__DeliveryResult *r);
+
+/* Moves pending recipient i of message m (code) to due_ms in the due
+ * index and in m; the caller stores m (dqueue_put_message). */
+void dqueue_reschedule(struct queue_store *s, MDB_txn *txn, const char *code,
+                       Sr__StoredMessage *m, unsigned i, uint64_t due_ms);
+void dqueue_put_message(struct queue_store *s, MDB_txn *txn, const char *code,
+                        const Sr__StoredMessage *m);
 
 /* A DSN for (code, rcpt) is being applied: 0 when the bounce was waiting
  * for it (the mark is taken), SR_EEXIST when not (already generated). */

@@ -196,8 +196,14 @@ void policy_free(struct policy *p)
         free(p->routes[i].host);
     }
     free(p->routes);
-    for (unsigned i = 0; i < p->n_dests; i++)
+    for (unsigned i = 0; i < p->n_dests; i++) {
         free(p->dests[i].domain);
+        for (unsigned r = 0; r < p->dests[i].n_rules; r++) {
+            free(p->dests[i].rules[r].match);
+            regfree(&p->dests[i].rules[r].re);
+        }
+        free(p->dests[i].rules);
+    }
     free(p->dests);
     free(p);
 }
@@ -297,7 +303,8 @@ static int parse_networks(json_t *v, unsigned idx, struct policy_customer *c,
 static const char *const customer_keys[] = {
     "name",           "networks",    "max_sessions", "max_message_size",
     "max_recipients", "require_tls", "users",        "require_auth",
-    "listen_port",    "max_queued",  "source_ip",
+    "listen_port",    "max_queued",  "source_ip",    "per_second",
+    "per_hour",
 };
 
 /* "users": [{"name": "...", "password": "pbkdf2-sha256$..."}] */
@@ -412,9 +419,18 @@ static int parse_customer(json_t *obj, unsigned idx, struct policy_customer *c,
     if (rc == 0)
         rc = get_int(obj, "max_queued", idx, 0, 1000000000, &queued, err,
                      errlen);
+    long long per_second = 0, per_hour = 0;
+    if (rc == 0)
+        rc = get_int(obj, "per_second", idx, 0, 100000, &per_second, err,
+                     errlen);
+    if (rc == 0)
+        rc =
+            get_int(obj, "per_hour", idx, 0, 100000000, &per_hour, err, errlen);
     if (rc != 0)
         return rc;
     c->max_queued = (unsigned)queued;
+    c->per_second = (unsigned)per_second;
+    c->per_hour = (unsigned)per_hour;
     v = json_object_get(obj, "source_ip");
     if (v != NULL) {
         struct sockaddr_in6 sa6;
@@ -639,6 +655,88 @@ static int dest_int(json_t *obj, const char *key, unsigned idx, unsigned *out,
     return 0;
 }
 
+static int parse_rules(json_t *list, unsigned idx, struct policy_dest *d,
+                       char *err, size_t errlen)
+{
+    size_t n = json_array_size(list);
+    if (!json_is_array(list) || n > 100)
+        return sr_err(err, errlen, SR_EINVAL,
+                      "destinations[%u].rules: must be an array of at most 100",
+                      idx);
+    d->rules = calloc(n ? n : 1, sizeof *d->rules);
+    if (d->rules == NULL)
+        return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_array_get(list, i);
+        struct policy_rule *r = &d->rules[i];
+        if (!json_is_object(o))
+            return sr_err(err, errlen, SR_EINVAL,
+                          "destinations[%u].rules[%zu]: must be an object", idx,
+                          i);
+        const char *key;
+        json_t *v;
+        json_object_foreach(o, key, v)
+        {
+            if (strcmp(key, "match") && strcmp(key, "action") &&
+                strcmp(key, "seconds") && strcmp(key, "per_minute")) {
+                char shown[80];
+                sr_sanitize(shown, sizeof shown, key, strlen(key));
+                return sr_err(err, errlen, SR_EINVAL,
+                              "destinations[%u].rules[%zu].%s: unknown key",
+                              idx, i, shown);
+            }
+        }
+        v = json_object_get(o, "match");
+        const char *m = json_is_string(v) ? json_string_value(v) : "";
+        if (m[0] == '\0' || strlen(m) > 500)
+            return sr_err(err, errlen, SR_EINVAL,
+                          "destinations[%u].rules[%zu].match: required, a "
+                          "regular expression of at most 500 bytes",
+                          idx, i);
+        if (regcomp(&r->re, m, REG_EXTENDED | REG_ICASE | REG_NOSUB) != 0)
+            return sr_err(err, errlen, SR_EINVAL,
+                          "destinations[%u].rules[%zu].match: not a valid "
+                          "POSIX extended regular expression",
+                          idx, i);
+        if ((r->match = strdup(m)) == NULL) {
+            regfree(&r->re);
+            return sr_err(err, errlen, SR_ENOMEM, "out of memory");
+        }
+        d->n_rules = (unsigned)i + 1; /* counted once re is compiled */
+        v = json_object_get(o, "action");
+        const char *a = json_is_string(v) ? json_string_value(v) : "";
+        if (strcmp(a, "suspend") == 0)
+            r->slow = false;
+        else if (strcmp(a, "slow") == 0)
+            r->slow = true;
+        else
+            return sr_err(err, errlen, SR_EINVAL,
+                          "destinations[%u].rules[%zu].action: must be "
+                          "\"suspend\" or \"slow\"",
+                          idx, i);
+        v = json_object_get(o, "seconds");
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > 7 * 86400)
+            return sr_err(err, errlen, SR_EINVAL,
+                          "destinations[%u].rules[%zu].seconds: required, an "
+                          "integer between 1 and 604800",
+                          idx, i);
+        r->seconds = (unsigned)json_integer_value(v);
+        v = json_object_get(o, "per_minute");
+        if (r->slow != (v != NULL) ||
+            (v && (!json_is_integer(v) || json_integer_value(v) < 1 ||
+                   json_integer_value(v) > 100000000)))
+            return sr_err(err, errlen, SR_EINVAL,
+                          "destinations[%u].rules[%zu].per_minute: required "
+                          "with \"slow\" (an integer from 1), not allowed "
+                          "with \"suspend\"",
+                          idx, i);
+        if (v)
+            r->per_minute = (unsigned)json_integer_value(v);
+    }
+    return 0;
+}
+
 static int parse_dests(json_t *list, struct policy *p, char *err, size_t errlen)
 {
     if (list == NULL)
@@ -664,7 +762,7 @@ static int parse_dests(json_t *list, struct policy *p, char *err, size_t errlen)
         {
             if (strcmp(key, "domain") && strcmp(key, "per_minute") &&
                 strcmp(key, "per_hour") && strcmp(key, "max_connections") &&
-                strcmp(key, "per_connection")) {
+                strcmp(key, "per_connection") && strcmp(key, "rules")) {
                 char shown[80];
                 sr_sanitize(shown, sizeof shown, key, strlen(key));
                 return sr_err(err, errlen, SR_EINVAL,
@@ -690,6 +788,8 @@ static int parse_dests(json_t *list, struct policy *p, char *err, size_t errlen)
         if (rc == 0)
             rc = dest_int(o, "per_connection", idx, &d->per_connection, err,
                           errlen);
+        if (rc == 0 && json_object_get(o, "rules") != NULL)
+            rc = parse_rules(json_object_get(o, "rules"), idx, d, err, errlen);
         if (rc != 0)
             return rc;
         if ((d->domain = strdup(dom)) == NULL)
@@ -703,6 +803,33 @@ static int parse_dests(json_t *list, struct policy *p, char *err, size_t errlen)
     return 0;
 }
 
+static int parse_global(json_t *g, struct policy *p, char *err, size_t errlen)
+{
+    if (g == NULL)
+        return 0;
+    const char *key;
+    json_t *v;
+    if (!json_is_object(g))
+        return sr_err(err, errlen, SR_EINVAL, "global: must be an object");
+    json_object_foreach(g, key, v)
+    {
+        if (strcmp(key, "per_second") != 0) {
+            char shown[80];
+            sr_sanitize(shown, sizeof shown, key, strlen(key));
+            return sr_err(err, errlen, SR_EINVAL, "global.%s: unknown key",
+                          shown);
+        }
+    }
+    v = json_object_get(g, "per_second");
+    if (v != NULL && (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                      json_integer_value(v) > 100000))
+        return sr_err(err, errlen, SR_EINVAL,
+                      "global.per_second: must be an integer between 0 and "
+                      "100000");
+    p->global_per_second = v ? (unsigned)json_integer_value(v) : 0;
+    return 0;
+}
+
 static int parse_root(json_t *root, struct policy *p, char *err, size_t errlen)
 {
     if (!json_is_object(root))
@@ -713,7 +840,7 @@ static int parse_root(json_t *root, struct policy *p, char *err, size_t errlen)
     json_object_foreach(root, key, v)
     {
         if (strcmp(key, "customers") != 0 && strcmp(key, "routes") != 0 &&
-            strcmp(key, "destinations") != 0) {
+            strcmp(key, "destinations") != 0 && strcmp(key, "global") != 0) {
             char shown[80];
             sr_sanitize(shown, sizeof shown, key, strlen(key));
             return sr_err(err, errlen, SR_EINVAL, "%s: unknown key", shown);
@@ -742,6 +869,8 @@ static int parse_root(json_t *root, struct policy *p, char *err, size_t errlen)
     int rc = parse_routes(json_object_get(root, "routes"), p, err, errlen);
     if (rc == 0)
         rc = parse_dests(json_object_get(root, "destinations"), p, err, errlen);
+    if (rc == 0)
+        rc = parse_global(json_object_get(root, "global"), p, err, errlen);
     if (rc != 0)
         return rc;
     return check_unique(p, err, errlen);

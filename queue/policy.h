@@ -18,7 +18,12 @@
  *                                   "password": "pbkdf2-sha256$..." } ],
  *                      "require_auth": false } ],
  *     "routes": [ { "domain": "example.org", "host": "192.0.2.7:2525",
- *                   "tls": "none" } ] }
+ *                   "tls": "none" } ],
+ *     "destinations": [ { "domain": "example.org", "per_minute": 60,
+ *                         "rules": [ { "match": "^421 .*try again later",
+ *                                      "action": "suspend",
+ *                                      "seconds": 600 } ] } ],
+ *     "global": { "per_second": 500 } }
  *
  * Ownership: struct policy owns everything in it; policy_free() frees it.
  * Immutable after parsing, so it can be shared read-only.
@@ -28,6 +33,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <regex.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -64,6 +70,8 @@ struct policy_customer {
     unsigned max_queued;  /* 0 = no limit; else MAIL gets 452 4.3.1 while
                              this many of its recipients wait for delivery,
                              until they are back under 90 % */
+    unsigned per_second;  /* 0 = no limit; messages sent per second and */
+    unsigned per_hour;    /* per hour, cluster-wide (engine/rates.h) */
 };
 
 /* A transport override for a destination domain (like Postfix's
@@ -86,11 +94,24 @@ struct policy_route {
 /* Throttles of a destination domain (0 = no limit), enforced by the node
  * owning the domain's shard, which holds the whole budget (see
  * docs/ARCHITECTURE.md, "Throttling"). */
+/* A response rule of a destination: a remote reply that matches `match`
+ * (POSIX extended regex, case-insensitive, against "CODE ENH TEXT")
+ * suspends the destination, or slows it to per_minute, for `seconds`. */
+struct policy_rule {
+    char *match;
+    regex_t re;
+    bool slow;           /* false: suspend */
+    unsigned per_minute; /* slow: transactions a minute meanwhile */
+    unsigned seconds;
+};
+
 struct policy_dest {
     char *domain;                  /* lower case */
     unsigned per_minute, per_hour; /* SMTP transactions */
     unsigned max_connections;      /* at once */
     unsigned per_connection;       /* messages per connection */
+    struct policy_rule *rules;
+    unsigned n_rules;
 };
 
 struct policy {
@@ -100,6 +121,9 @@ struct policy {
     unsigned n_routes;
     struct policy_dest *dests;
     unsigned n_dests;
+    unsigned global_per_second; /* 0 = none; the general throttling
+                                   agreement: messages per second sent by
+                                   the whole cluster */
 };
 
 /* The throttles for domain (case-insensitive), or NULL. */

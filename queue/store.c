@@ -14,6 +14,8 @@
 #include "node/log.h"
 #include "queue/dqueue.h"
 #include "queue/policy.h"
+#include "queue/qaction.h"
+#include "queue/tbucket.h"
 #include "queue/store_int.h"
 
 static const char *const db_names[DB_COUNT] = {
@@ -288,6 +290,12 @@ void queue_store_apply(struct queue_store *s, uint64_t index,
             break;
         case SR__OP__OP_DELIVERY_RESULT:
             st = dqueue_apply_result(s, txn, e->time_ms, op->delivery_result);
+            break;
+        case SR__OP__OP_QUEUE_ACTION:
+            st = qaction_apply(s, txn, e->time_ms, op->queue_action);
+            break;
+        case SR__OP__OP_RATE_GRANT:
+            st = tbucket_apply(s, txn, e->time_ms, op->rate_grant);
             break;
         default:
             st = SR_EPARSE;

@@ -54,7 +54,8 @@ uint64_t queue_store_applied(struct queue_store *s);
 /* Applies one entry's operations atomically with index. statuses (n_ops
  * long) receives per-op results: 0 applied, SR_EEXIST already present,
  * SR_ETIMEDOUT stamped past its deadline, SR_EPARSE invalid policy,
- * SR_ENOTFOUND holder added to an unknown message. Never
+ * SR_ENOTFOUND holder added to an unknown message; QueueAction and
+ * RateGrant ops return a count >= 0 on success (qaction.h, tbucket.h). Never
  * fails: aborts the process if LMDB cannot write. */
 void queue_store_apply(struct queue_store *s, uint64_t index,
                        const Sr__Entry *e, int *statuses);

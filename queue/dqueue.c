@@ -360,10 +360,15 @@ int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
         if (rc->state != RCPT_QUEUED && rc->state != RCPT_DEFERRED)
             continue; /* no longer pending: a duplicate result */
         if (r->postponed) {
-            /* not an attempt: only the due time moves */
+            /* not an attempt: the due time moves, the reason is kept */
             dqueue_reschedule(s, txn, r->code, m, i,
                               r->next_attempt_ms > time_ms ? r->next_attempt_ms
                                                            : time_ms);
+            if (rc->last_reply != protobuf_c_empty_string)
+                free(rc->last_reply);
+            rc->last_reply = strdup(r->reply);
+            if (rc->last_reply == NULL)
+                store_die("apply", ENOMEM);
             changed++;
             continue;
         }

@@ -148,6 +148,34 @@ static const struct err_case err_cases[] = {
     {"{\"customers\":[{\"name\":\"a\"}],\"destinations\":[{\"domain\":"
      "\"x.org\",\"burst\":1}]}",
      SR_EINVAL, "destinations[0].burst: unknown key"},
+    {"{\"customers\":[{\"name\":\"a\"}],\"destinations\":[{\"domain\":"
+     "\"x.org\",\"rules\":[{\"match\":\"(\",\"action\":\"suspend\","
+     "\"seconds\":5}]}]}",
+     SR_EINVAL,
+     "destinations[0].rules[0].match: not a valid POSIX extended regular "
+     "expression"},
+    {"{\"customers\":[{\"name\":\"a\"}],\"destinations\":[{\"domain\":"
+     "\"x.org\",\"rules\":[{\"match\":\"x\",\"action\":\"pause\","
+     "\"seconds\":5}]}]}",
+     SR_EINVAL,
+     "destinations[0].rules[0].action: must be \"suspend\" or \"slow\""},
+    {"{\"customers\":[{\"name\":\"a\"}],\"destinations\":[{\"domain\":"
+     "\"x.org\",\"rules\":[{\"match\":\"x\",\"action\":\"slow\","
+     "\"seconds\":5}]}]}",
+     SR_EINVAL,
+     "destinations[0].rules[0].per_minute: required with \"slow\" (an "
+     "integer from 1), not allowed with \"suspend\""},
+    {"{\"customers\":[{\"name\":\"a\"}],\"destinations\":[{\"domain\":"
+     "\"x.org\",\"rules\":[{\"match\":\"x\",\"action\":\"suspend\"}]}]}",
+     SR_EINVAL,
+     "destinations[0].rules[0].seconds: required, an integer between 1 and "
+     "604800"},
+    {"{\"customers\":[{\"name\":\"a\"}],\"global\":{\"per_second\":-1}}",
+     SR_EINVAL, "global.per_second: must be an integer between 0 and 100000"},
+    {"{\"customers\":[{\"name\":\"a\"}],\"global\":{\"burst\":1}}",
+     SR_EINVAL, "global.burst: unknown key"},
+    {"{\"customers\":[{\"name\":\"a\",\"per_second\":-1}]}", SR_EINVAL,
+     "customers[0].per_second: must be an integer between 0 and 100000"},
     {"{\"customers\":[{\"name\":\"a\",\"source_ip\":\"mx.example\"}]}",
      SR_EINVAL, "customers[0].source_ip: must be an IPv4 or IPv6 address"},
     {"{\"customers\":[{\"name\":\"a\",\"max_queued\":-1}]}", SR_EINVAL,
@@ -737,6 +765,33 @@ static void test_routes(void **state)
     assert_int_equal(d->per_hour, 0);
     assert_int_equal(d->max_connections, 2);
     assert_string_equal(p->customers[0].source_ip, "::1");
+    policy_free(p);
+    /* response rules, rates */
+    const char *u =
+        "{\"customers\":[{\"name\":\"a\",\"per_second\":3,\"per_hour\":"
+        "100}],\"global\":{\"per_second\":50},\"destinations\":[{\"domain\":"
+        "\"y.org\",\"rules\":[{\"match\":\"\\\\[TS04\\\\]\",\"action\":"
+        "\"suspend\",\"seconds\":600},{\"match\":\"^421 .*later\",\"action\":"
+        "\"slow\",\"per_minute\":10,\"seconds\":60}]}]}";
+    assert_int_equal(policy_parse_json(u, strlen(u), &p, err, sizeof err), 0);
+    assert_int_equal(p->global_per_second, 50);
+    assert_int_equal(p->customers[0].per_second, 3);
+    assert_int_equal(p->customers[0].per_hour, 100);
+    d = policy_dest_for(p, "y.org");
+    assert_non_null(d);
+    assert_int_equal(d->n_rules, 2);
+    assert_false(d->rules[0].slow);
+    assert_int_equal(d->rules[0].seconds, 600);
+    assert_int_equal(regexec(&d->rules[0].re, "421 4.7.0 [ts04] deferred", 0,
+                             NULL, 0),
+                     0);
+    assert_int_not_equal(regexec(&d->rules[0].re, "421 4.7.0 TS04", 0, NULL, 0),
+                         0);
+    assert_true(d->rules[1].slow);
+    assert_int_equal(d->rules[1].per_minute, 10);
+    assert_int_equal(regexec(&d->rules[1].re, "421 4.7.0 Try again LATER", 0,
+                             NULL, 0),
+                     0);
     policy_free(p);
 }
 

@@ -77,6 +77,7 @@ struct job {
     int stopped;       /* engine stopping: drop, do not record */
     int sent;          /* an SMTP transaction was attempted for it */
     int postponed;     /* its destination is suspended: not attempted */
+    unsigned shard;    /* of its destination domain */
 };
 
 /* A delivery target: one address of one host. */
@@ -127,6 +128,7 @@ struct deliver {
     struct job *to_record; /* jobs whose results wait for a retry */
     struct job *settling;  /* recorded, until this node's state has them */
     unsigned jobs_alive;
+    unsigned shard_jobs[SHARD_COUNT]; /* jobs alive per shard */
     unsigned conns_total;
     struct deliver_stats stats;
     int stopping;
@@ -189,6 +191,8 @@ static void dest_maybe_free(struct dest *ds);
 static void job_free(struct job *j)
 {
     struct deliver *d = j->d;
+    if (j->dest != NULL)
+        d->shard_jobs[j->shard]--;
     if (!d->stopping && j->dest != NULL) {
         if (j->sent)
             j->dest->uncounted--;
@@ -1036,6 +1040,8 @@ static void make_jobs(struct deliver *d, const struct due *items, size_t n)
         }
         j->d = d;
         j->dest = ds;
+        j->shard = shard_of_domain(ldom, strlen(ldom));
+        d->shard_jobs[j->shard]++;
         ds->jobs++;
         j->code = strdup(a->code);
         j->sender = strdup(a->mail_from);
@@ -1257,6 +1263,12 @@ static void tick(uv_timer_t *t)
 }
 
 /* ---- lifecycle ---- */
+
+bool deliver_busy(void *ud, unsigned shard)
+{
+    struct deliver *d = ud;
+    return d != NULL && shard < SHARD_COUNT && d->shard_jobs[shard] > 0;
+}
 
 /* Rate tokens arrived: destinations waiting for them can go. */
 static void granted(void *ud)

@@ -34,6 +34,7 @@
 #ifndef SR_ENGINE_DELIVER_H
 #define SR_ENGINE_DELIVER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -69,6 +70,9 @@ int deliver_start(const struct deliver_deps *deps, struct deliver **out,
 /* Closes connections (their jobs stay due and are retried by whoever owns
  * the shard next) and frees the engine once its handles have closed. */
 void deliver_stop(struct deliver *d);
+/* Whether deliveries of shard are in flight here (jobs not settled):
+ * engine/shards.h hands a shard over only when not. */
+bool deliver_busy(void *ud, unsigned shard);
 /* New work may be due: scan soon. */
 void deliver_kick(struct deliver *d);
 

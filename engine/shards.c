@@ -1,6 +1,7 @@
 /* shards.c - delivery leases and shard assignment (see shards.h). */
 #include "engine/shards.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -22,7 +23,11 @@ struct shards {
     uint64_t lease_until;  /* uv_now() ms; 0 = none */
     struct req *renewing;  /* a renewal in flight, or NULL */
     struct req *assigning; /* an assignment in flight, or NULL */
+    struct req *releasing; /* a release in flight, or NULL */
     uint64_t last_owned;   /* for logging changes */
+    uint64_t draining;     /* owned shards being handed over */
+    bool (*busy)(void *ud, unsigned shard);
+    void *busy_ud;
 };
 
 /* A proposal in flight; s is cleared if the module stops first. For a
@@ -110,6 +115,71 @@ static void assign(struct shards *s)
         free(r);
 }
 
+static void released(void *ud, int status, uint64_t index)
+{
+    (void)index;
+    struct req *r = ud;
+    struct shards *s = r->s;
+    free(r);
+    if (s == NULL)
+        return;
+    s->releasing = NULL;
+    if (status < 0)
+        LOG_DEBUG("event=shard_release_failed error=%s", sr_strerror(status));
+}
+
+/* Every owner: the shards it owns that rendezvous hashing over the live
+ * nodes gives to another live node (one that came back) are drained: no
+ * new work starts for them, and once this node's deliveries for them are
+ * settled (results applied here) it releases them, so the leader can
+ * assign them to that node with nothing in flight. A node counts as live
+ * for this when its lease has at least half its length left (renewed
+ * lately), so a node that is dying is not handed work. */
+static void handover(struct shards *s)
+{
+    uint64_t nodes[MAX_NODES], expiry[MAX_NODES], live[MAX_NODES];
+    size_t n = dqueue_leases(s->store, nodes, expiry, MAX_NODES), nl = 0;
+    uint64_t now = sr_wall_ms();
+    for (size_t i = 0; i < n; i++)
+        if (expiry[i] > now + SHARDS_LEASE_MS / 2)
+            live[nl++] = nodes[i];
+    uint64_t owners[SHARD_COUNT], epoch, draining = 0;
+    dqueue_shards(s->store, owners, &epoch);
+    uint32_t idle[SHARD_COUNT];
+    size_t n_idle = 0;
+    for (unsigned sh = 0; sh < SHARD_COUNT && nl > 1; sh++) {
+        if (owners[sh] != s->self)
+            continue;
+        uint64_t want = shard_pick_owner(sh, live, nl);
+        if (want == s->self || want == 0)
+            continue;
+        draining |= 1ull << sh;
+        if (s->busy == NULL || !s->busy(s->busy_ud, sh))
+            idle[n_idle++] = sh;
+    }
+    if (draining != s->draining)
+        LOG_INFO("event=shards_draining count=%d",
+                 __builtin_popcountll(draining));
+    s->draining = draining;
+    if (n_idle == 0 || s->releasing)
+        return;
+    Sr__ShardRelease r = SR__SHARD_RELEASE__INIT;
+    r.node = s->self;
+    r.shards = idle;
+    r.n_shards = n_idle;
+    Sr__Op op = SR__OP__INIT;
+    op.op_case = SR__OP__OP_SHARD_RELEASE;
+    op.shard_release = &r;
+    struct req *q = calloc(1, sizeof *q);
+    if (q == NULL)
+        return;
+    q->s = s;
+    if (rnode_propose(s->rn, &op, 3000, released, q) == 0)
+        s->releasing = q;
+    else
+        free(q);
+}
+
 static void tick(uv_timer_t *t)
 {
     struct shards *s = t->data;
@@ -132,6 +202,8 @@ static void tick(uv_timer_t *t)
     }
     if (!s->assigning && rnode_is_ready_leader(s->rn))
         assign(s);
+    if (shards_lease_valid(s))
+        handover(s);
     uint64_t owned = shards_owned(s);
     if (owned != s->last_owned) {
         LOG_INFO("event=shards_owned count=%d lease=%s",
@@ -172,6 +244,8 @@ void shards_stop(struct shards *s)
         s->renewing->s = NULL;
     if (s->assigning)
         s->assigning->s = NULL;
+    if (s->releasing)
+        s->releasing->s = NULL;
     uv_close((uv_handle_t *)&s->timer, closed);
 }
 
@@ -189,5 +263,12 @@ uint64_t shards_owned(struct shards *s)
     for (unsigned sh = 0; sh < SHARD_COUNT; sh++)
         if (owners[sh] == s->self)
             mask |= 1ull << sh;
-    return mask;
+    return mask & ~s->draining;
+}
+
+void shards_set_busy(struct shards *s, bool (*busy)(void *ud, unsigned shard),
+                     void *ud)
+{
+    s->busy = busy;
+    s->busy_ud = ud;
 }

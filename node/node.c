@@ -110,6 +110,8 @@ static void on_apply(void *ud, uint64_t index, const Sr__Entry *e,
              e->ops[i]->op_case == SR__OP__OP_SHARD_ASSIGN) &&
             statuses[i] == 0)
             deliver_kick(n->deliver);
+        if (e->ops[i]->op_case == SR__OP__OP_QUEUE_ACTION && statuses[i] > 0)
+            deliver_kick(n->deliver);
     }
 }
 
@@ -344,6 +346,7 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
                               current_policy, n};
     if ((rc = deliver_start(&dd, &n->deliver, err, errlen)) != 0)
         return rc;
+    shards_set_busy(n->shards, deliver_busy, n->deliver);
     if (cfg->tls_cert && cfg->tls_cert[0] &&
         (rc = tls_ctx_new_server(cfg->tls_cert, cfg->tls_key, &n->tls, err,
                                  errlen)) != 0)

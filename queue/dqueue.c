@@ -170,6 +170,34 @@ static Sr__StoredShards *load_shards(struct queue_store *s, MDB_txn *txn)
     return t;
 }
 
+static void store_shards(struct queue_store *s, MDB_txn *txn,
+                         const Sr__StoredShards *old, uint64_t *owners);
+
+int dqueue_apply_release(struct queue_store *s, MDB_txn *txn,
+                         const Sr__ShardRelease *r)
+{
+    Sr__StoredShards *old = load_shards(s, txn);
+    if (old == NULL || r->node == 0) {
+        if (old)
+            sr__stored_shards__free_unpacked(old, NULL);
+        return SR_EINVAL;
+    }
+    uint64_t owners[SHARD_COUNT];
+    memcpy(owners, old->owners, sizeof owners);
+    int n = 0;
+    for (size_t i = 0; i < r->n_shards; i++) {
+        uint32_t sh = r->shards[i];
+        if (sh < SHARD_COUNT && owners[sh] == r->node) {
+            owners[sh] = 0;
+            n++;
+        }
+    }
+    if (n > 0)
+        store_shards(s, txn, old, owners);
+    sr__stored_shards__free_unpacked(old, NULL);
+    return n;
+}
+
 int dqueue_apply_shards(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
                         const Sr__ShardAssign *a)
 {
@@ -189,21 +217,27 @@ int dqueue_apply_shards(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
             changed = true;
         }
     }
-    if (changed || old == NULL) {
-        Sr__StoredShards t = SR__STORED_SHARDS__INIT;
-        t.n_owners = SHARD_COUNT;
-        t.owners = owners;
-        t.epoch = (old ? old->epoch : 0) + 1;
-        uint8_t buf[SHARD_COUNT * 11 + 16];
-        size_t len = sr__stored_shards__get_packed_size(&t);
-        if (len > sizeof buf)
-            store_die("shard table too large", MDB_BAD_VALSIZE);
-        sr__stored_shards__pack(&t, buf);
-        store_put(txn, s->dbi[DB_META], "shards", 6, buf, len);
-    }
+    if (changed || old == NULL)
+        store_shards(s, txn, old, owners);
     if (old)
         sr__stored_shards__free_unpacked(old, NULL);
     return 0;
+}
+
+/* Writes the shard table with owners and the next epoch. */
+static void store_shards(struct queue_store *s, MDB_txn *txn,
+                         const Sr__StoredShards *old, uint64_t *owners)
+{
+    Sr__StoredShards t = SR__STORED_SHARDS__INIT;
+    t.n_owners = SHARD_COUNT;
+    t.owners = owners;
+    t.epoch = (old ? old->epoch : 0) + 1;
+    uint8_t buf[SHARD_COUNT * 11 + 16];
+    size_t len = sr__stored_shards__get_packed_size(&t);
+    if (len > sizeof buf)
+        store_die("shard table too large", MDB_BAD_VALSIZE);
+    sr__stored_shards__pack(&t, buf);
+    store_put(txn, s->dbi[DB_META], "shards", 6, buf, len);
 }
 
 /* ---- DSN marks: meta "dsnq:" code NUL rcpt -> shard (1 byte) ---- */

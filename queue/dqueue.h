@@ -52,6 +52,10 @@ int dqueue_apply_lease(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
  * owner because its lease was still valid. */
 int dqueue_apply_shards(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
                         const Sr__ShardAssign *a);
+/* Unowns the listed shards that r->node still owns; returns how many
+ * (>= 0), SR_EINVAL before any assignment. */
+int dqueue_apply_release(struct queue_store *s, MDB_txn *txn,
+                         const Sr__ShardRelease *r);
 /* SR_ENOTFOUND unknown message, SR_EINVAL bad outcome or recipient,
  * SR_EEXIST nothing was pending any more. A postponed result (the
  * destination is suspended) only moves the due time: no attempt, no

@@ -291,6 +291,9 @@ void queue_store_apply(struct queue_store *s, uint64_t index,
         case SR__OP__OP_DELIVERY_RESULT:
             st = dqueue_apply_result(s, txn, e->time_ms, op->delivery_result);
             break;
+        case SR__OP__OP_SHARD_RELEASE:
+            st = dqueue_apply_release(s, txn, op->shard_release);
+            break;
         case SR__OP__OP_QUEUE_ACTION:
             st = qaction_apply(s, txn, e->time_ms, op->queue_action);
             break;

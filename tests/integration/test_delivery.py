@@ -443,3 +443,71 @@ def test_destination_rate_holds_across_an_owner_change(make_cluster, dest):
         time.sleep(0.2)
     nodes = {e["node"] for e in done}
     assert owner in nodes and len(nodes) == 2, nodes
+
+
+def test_returning_node_gets_shards_back_by_hand_over(make_cluster, dest):
+    """A node stops; its shards move to the others once its lease is over.
+    It comes back while they deliver 300 messages to a slow destination:
+    the owners drain the shards rendezvous hashing gives back to it and
+    release them once their deliveries are settled, so it gets shards
+    again, delivers, and no recipient arrives twice (nothing was in flight
+    across the hand-over)."""
+    import threading
+    d = dest(delay=0.03)
+    c = make_cluster(n=3, delivery={"max_connections_per_domain": 2}).start()
+    apply_policy(c, routes(d))
+    leader = c.wait_leader()
+
+    def owners():
+        return leader.api("GET", "/v1/shards")[1]["owners"]
+    deadline = time.time() + 20
+    while len(set(owners()) - {0}) < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    victim = [n for n in c.nodes if n.id != leader.id][0]
+    others = [n for n in c.nodes if n.id != victim.id]
+    victim.stop()
+    deadline = time.time() + 20
+    while victim.id in owners() or 0 in owners():
+        assert time.time() < deadline, owners()
+        time.sleep(0.2)
+    total = 300
+    lock = threading.Lock()
+    sent = []
+
+    def inject(k):
+        for i in range(k, total, 4):
+            rcpt = "h%d@hand%d.example" % (i, i % 16)
+            code, text = send(others[i % 2].smtp_port, rcpts=(rcpt,))
+            assert code == 250, text
+            with lock:
+                sent.append(rcpt)
+    threads = [threading.Thread(target=inject, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    while len(d.received()) < 60:
+        time.sleep(0.02)
+    victim.start()
+    deadline = time.time() + 30
+    while owners().count(victim.id) == 0:
+        assert time.time() < deadline, owners()
+        time.sleep(0.2)
+    for t in threads:
+        t.join()
+    # and it delivers mail of its shards again
+    for i in range(32):
+        assert send(others[0].smtp_port,
+                    rcpts=("late%d@hand%d.example" % (i, i % 16),))[0] == 250
+        sent.append("late%d@hand%d.example" % (i, i % 16))
+    deadline = time.time() + 90
+    while len({r for _, rs, _ in d.received() for r in rs}) < len(sent):
+        assert time.time() < deadline, len(d.received())
+        time.sleep(0.2)
+    time.sleep(1)
+    arrivals = {}
+    for _, rcpts, _ in d.received():
+        for r in rcpts:
+            arrivals[r] = arrivals.get(r, 0) + 1
+    assert set(arrivals) == set(sent)
+    assert [r for r, k in arrivals.items() if k > 1] == []
+    assert len(set(owners()) - {0}) == 3
+    assert victim.status()["delivery"]["delivered"] > 0

@@ -172,8 +172,8 @@ static const struct err_case err_cases[] = {
      "604800"},
     {"{\"customers\":[{\"name\":\"a\"}],\"global\":{\"per_second\":-1}}",
      SR_EINVAL, "global.per_second: must be an integer between 0 and 100000"},
-    {"{\"customers\":[{\"name\":\"a\"}],\"global\":{\"burst\":1}}",
-     SR_EINVAL, "global.burst: unknown key"},
+    {"{\"customers\":[{\"name\":\"a\"}],\"global\":{\"burst\":1}}", SR_EINVAL,
+     "global.burst: unknown key"},
     {"{\"customers\":[{\"name\":\"a\",\"per_second\":-1}]}", SR_EINVAL,
      "customers[0].per_second: must be an integer between 0 and 100000"},
     {"{\"customers\":[{\"name\":\"a\",\"source_ip\":\"mx.example\"}]}",
@@ -782,16 +782,14 @@ static void test_routes(void **state)
     assert_int_equal(d->n_rules, 2);
     assert_false(d->rules[0].slow);
     assert_int_equal(d->rules[0].seconds, 600);
-    assert_int_equal(regexec(&d->rules[0].re, "421 4.7.0 [ts04] deferred", 0,
-                             NULL, 0),
-                     0);
+    assert_int_equal(
+        regexec(&d->rules[0].re, "421 4.7.0 [ts04] deferred", 0, NULL, 0), 0);
     assert_int_not_equal(regexec(&d->rules[0].re, "421 4.7.0 TS04", 0, NULL, 0),
                          0);
     assert_true(d->rules[1].slow);
     assert_int_equal(d->rules[1].per_minute, 10);
-    assert_int_equal(regexec(&d->rules[1].re, "421 4.7.0 Try again LATER", 0,
-                             NULL, 0),
-                     0);
+    assert_int_equal(
+        regexec(&d->rules[1].re, "421 4.7.0 Try again LATER", 0, NULL, 0), 0);
     policy_free(p);
 }
 

@@ -2,6 +2,7 @@
 #include "engine/deliver.h"
 
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +123,7 @@ struct deliver {
     struct mx_resolver *mx;
     struct rates *rates;     /* cluster-wide rates (engine/rates.h) */
     struct suspend *suspend; /* destination suspensions (engine/suspend.h) */
+    struct ssl_ctx_st *tls;  /* shared by every outbound connection */
     struct inflight *inflight[INFLIGHT_BUCKETS];
     unsigned n_inflight;
     struct dest *dests;
@@ -583,6 +585,7 @@ static bool conn_try_next(struct conn *cn)
         else if (strcmp(mode, "require") == 0)
             o.tls_mode = SMTP_TLS_REQUIRED;
         o.tls_hostname = t->host;
+        o.ssl_ctx = d->tls;
         char err[SR_ERRMSG_SIZE];
         if (smtp_client_connect(d->deps.loop, &o, conn_event, cn, &cn->c, err,
                                 sizeof err) == 0)
@@ -1292,7 +1295,9 @@ int deliver_start(const struct deliver_deps *deps, struct deliver **out,
     }
     d->rates = rates_new(deps->rn, deps->cfg->node_id, granted, d);
     d->suspend = suspend_new(deps->store, deps->rn, deps->cfg->node_id);
-    if (d->rates == NULL || d->suspend == NULL) {
+    d->tls = smtp_client_tls_ctx();
+    if (d->rates == NULL || d->suspend == NULL || d->tls == NULL) {
+        SSL_CTX_free(d->tls);
         rates_free(d->rates);
         suspend_free(d->suspend);
         mx_resolver_close(d->mx);
@@ -1353,6 +1358,8 @@ void deliver_stop(struct deliver *d)
     d->rates = NULL;
     suspend_free(d->suspend);
     d->suspend = NULL;
+    SSL_CTX_free(d->tls); /* connections hold their own references */
+    d->tls = NULL;
     /* Jobs waiting for a retry of their record: dropped (still due in the
      * state, so the next owner retries them). */
     while (d->to_record) {

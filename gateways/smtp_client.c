@@ -1464,14 +1464,29 @@ static bool name_ok(const char *s)
     return true;
 }
 
+struct ssl_ctx_st *smtp_client_tls_ctx(void)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx != NULL) {
+        SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    return ctx;
+}
+
 static int tls_ctx_setup(struct smtp_client *c,
                          const struct smtp_client_opts *o, char *err,
                          size_t errlen)
 {
-    c->ssl_ctx = SSL_CTX_new(TLS_client_method());
+    if (o->ssl_ctx != NULL) {
+        if (SSL_CTX_up_ref(o->ssl_ctx) != 1)
+            return sr_err(err, errlen, SR_ENOMEM, "tls: cannot share context");
+        c->ssl_ctx = o->ssl_ctx;
+        return 0;
+    }
+    c->ssl_ctx = smtp_client_tls_ctx();
     if (c->ssl_ctx == NULL)
         return sr_err(err, errlen, SR_ENOMEM, "tls: cannot create context");
-    SSL_CTX_set_options(c->ssl_ctx, SSL_OP_NO_RENEGOTIATION);
     if (!o->tls_verify) {
         SSL_CTX_set_verify(c->ssl_ctx, SSL_VERIFY_NONE, NULL);
         return 0;

@@ -166,6 +166,10 @@ struct smtp_client_opts {
      * when verifying). Off by default, as usual for opportunistic TLS.
      * tls_hostname also goes out as SNI when set. */
     bool tls_verify;
+    /* A context to share (borrowed; the client takes its own reference):
+     * tls_verify and tls_ca_file are then the context's business. NULL:
+     * the client makes one per connection from the fields above. */
+    struct ssl_ctx_st *ssl_ctx;
     const char *tls_ca_file;
     const char *tls_hostname;
     struct smtp_client_timeouts timeouts;
@@ -253,6 +257,11 @@ typedef void (*smtp_client_msg_cb)(struct smtp_client *c,
 /* Starts connecting. Returns 0 (then cb gets READY or FAILED) or SR_EINVAL
  * (bad options), SR_ENOMEM, SR_EIO (socket, bind or connect refused at
  * once) with the reason in err. */
+/* A client context for opportunistic TLS (no certificate check, no
+ * renegotiation) to share between connections through opts.ssl_ctx; the
+ * caller frees it with SSL_CTX_free. NULL when out of memory. */
+struct ssl_ctx_st *smtp_client_tls_ctx(void);
+
 int smtp_client_connect(uv_loop_t *loop, const struct smtp_client_opts *opts,
                         smtp_client_event_cb cb, void *ud,
                         struct smtp_client **out, char *err, size_t errlen);

@@ -13,11 +13,12 @@ from cluster import free_ports
 
 class Dest:
     def __init__(self, rcpt_reply=None, data_reply=None, port=None,
-                 delay=0.0):
+                 delay=0.0, tls=None):
         """rcpt_reply(address, attempt) and data_reply(envelope, attempt)
         return an SMTP reply line, or None for the default 250. attempt
         counts from 1, per recipient address (RCPT) or per first recipient
-        (DATA)."""
+        (DATA). tls=(certfile, keyfile): offer STARTTLS and require it
+        before MAIL."""
         self.delay = delay  # seconds before answering each DATA
         self.rcpt_reply = rcpt_reply
         self.data_reply = data_reply
@@ -25,6 +26,7 @@ class Dest:
         self.messages = []      # (mail_from, [rcpts], bytes)
         self.peers = []         # the client address of each message
         self.arrival_times = [] # time.time() of each message
+        self.tls_versions = []  # TLS version of each message, None if plain
         self.rcpt_tries = {}
         self.data_tries = {}
         self.sessions = 0
@@ -57,6 +59,8 @@ class Dest:
                 with dest.lock:
                     dest.peers.append(session.peer[0])
                     dest.arrival_times.append(time.time())
+                    so = session.ssl.get("ssl_object") if session.ssl else None
+                    dest.tls_versions.append(so.version() if so else None)
                     dest.messages.append((envelope.mail_from,
                                           list(envelope.rcpt_tos),
                                           envelope.original_content))
@@ -75,8 +79,18 @@ class Dest:
                     dest.open -= 1
                 super().connection_lost(exc)
 
+        ctx = None
+        if tls is not None:
+            import ssl
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(*tls)
+
         class Ctl(Controller):
             def factory(self):
+                if ctx is not None:
+                    return Counting(self.handler, decode_data=False,
+                                    enable_SMTPUTF8=True, tls_context=ctx,
+                                    require_starttls=True)
                 return Counting(self.handler, decode_data=False,
                                 enable_SMTPUTF8=True)
 

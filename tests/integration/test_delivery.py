@@ -511,3 +511,29 @@ def test_returning_node_gets_shards_back_by_hand_over(make_cluster, dest):
     assert [r for r, k in arrivals.items() if k > 1] == []
     assert len(set(owners()) - {0}) == 3
     assert victim.status()["delivery"]["delivered"] > 0
+
+
+def test_starttls_to_the_destination(make_cluster, dest, tmp_path):
+    """A destination that requires STARTTLS gets every message over TLS
+    (the engine shares one client TLS context between its connections);
+    a route with tls: none to it gets 530, a permanent failure."""
+    from cluster import make_ip_cert
+    cert, key = str(tmp_path / "d.pem"), str(tmp_path / "d.key")
+    make_ip_cert(cert, key)
+    d = dest(tls=(cert, key))
+    c = make_cluster(n=3, delivery=FAST_RETRY).start()
+    policy = routes(d, tls="require")
+    policy["routes"].insert(0, {"domain": "plain.example",
+                                "host": d.address, "tls": "none"})
+    apply_policy(c, policy)
+    codes = [code_of(send(c.nodes[i % 3].smtp_port,
+                          rcpts=("t%d@tls%d.example" % (i, i % 5),))[1])
+             for i in range(10)]
+    d.wait(10)
+    assert all(v and v.startswith("TLSv1") for v in d.tls_versions), \
+        d.tls_versions
+    for code in codes:
+        wait_states(c.nodes[0], code, ["delivered"])
+    code = code_of(send(c.nodes[0].smtp_port, rcpts=("p@plain.example",))[1])
+    rs = wait_states(c.nodes[0], code, ["bounced"])
+    assert "530 Must issue a STARTTLS" in rs[0]["last_reply"], rs

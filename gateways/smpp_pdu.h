@@ -153,9 +153,10 @@ struct smpp_pdu {
  * smpp_pdu_frame said). Checks the header, then the body's strings and
  * TLVs (at most SMPP_PDU_MAX_TLVS, none running past the end, fixed sizes
  * as SMPP 3.4 5.3.2 says), then lets libsmpp34 decode it. Returns 0, or
- * SR_EPARSE with *nack (SMPP_RINVCMDLEN, SMPP_RINVCMDID,
- * SMPP_RINVOPTPARSTREAM, SMPP_RINVPARLEN or SMPP_RSYSERR); out->hdr is
- * filled whenever the header could be read. */
+ * SR_EPARSE with *nack (SMPP_RINVCMDLEN, SMPP_RINVCMDID, SMPP_RINVMSGLEN,
+ * SMPP_RINVOPTPARSTREAM, SMPP_RINVPARLEN or SMPP_RSYSERR), or SR_EINVAL
+ * when len is not the command_length (a caller's error), or SR_ENOMEM;
+ * out->hdr is filled whenever the header could be read. */
 int smpp_pdu_unpack(const uint8_t *buf, size_t len, uint32_t max_len,
                     struct smpp_pdu *out, uint32_t *nack, char *err,
                     size_t errlen);

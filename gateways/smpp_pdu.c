@@ -122,6 +122,8 @@ int smpp_pdu_header(const uint8_t *buf, size_t len, uint32_t max_len,
     uint32_t max = max_len != 0 ? max_len : SMPP_PDU_MAX_DEFAULT;
     if (max < SMPP_HEADER_LEN)
         max = SMPP_HEADER_LEN;
+    if (max > SMPP_PDU_MAX_LIMIT)
+        max = SMPP_PDU_MAX_LIMIT;
     if (h->length < SMPP_HEADER_LEN || h->length > max) {
         *nack = SMPP_RINVCMDLEN;
         return sr_err(err, errlen, SR_EPARSE,

@@ -37,9 +37,10 @@
 #include <stdint.h>
 
 #define SMPP_HEADER_LEN 16
-#define SMPP_PDU_MAX_DEFAULT 65536 /* command_length bound when max is 0 */
-#define SMPP_PDU_MAX_TLVS 16       /* see above: libsmpp34's log buffer */
-#define SMPP_PACK_MAX 1600         /* enough for any PDU packed here */
+#define SMPP_PDU_MAX_DEFAULT 65536     /* command_length bound when max is 0 */
+#define SMPP_PDU_MAX_LIMIT (16u << 20) /* a larger configured max is cut */
+#define SMPP_PDU_MAX_TLVS 16           /* see above: libsmpp34's log buffer */
+#define SMPP_PACK_MAX 1600             /* enough for any PDU packed here */
 #define SMPP_SM_MAX 253 /* short_message bytes libsmpp34 packs (254 - 1) */
 #define SMPP_PAYLOAD_MAX 1024 /* message_payload bytes libsmpp34 handles */
 #define SMPP_ID_SIZE 65       /* message_id: C-Octet string of 65 */
@@ -88,7 +89,8 @@ struct smpp_hdr {
 const char *smpp_pdu_name(uint32_t id);
 
 /* Reads and checks a header: buf holds at least 16 bytes. command_length
- * must be in [16, max_len] (max_len 0 means SMPP_PDU_MAX_DEFAULT) and the
+ * must be in [16, max_len] (max_len 0 means SMPP_PDU_MAX_DEFAULT; at most
+ * SMPP_PDU_MAX_LIMIT, as libsmpp34 takes lengths as int) and the
  * command id one an ESME may meet: bind_transmitter, bind_receiver,
  * bind_transceiver, unbind, submit_sm, deliver_sm, enquire_link, data_sm
  * and their responses, generic_nack, outbind. *h is filled even when the

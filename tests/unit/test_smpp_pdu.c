@@ -123,6 +123,8 @@ static void test_header(void **state)
         {0xFFFFFFFF, SMPP_DELIVER_SM, 0, SR_EPARSE, SMPP_RINVCMDLEN},
         {1025, SMPP_DELIVER_SM, 1024, SR_EPARSE, SMPP_RINVCMDLEN},
         {1024, SMPP_DELIVER_SM, 1024, 0, 0},
+        {(16u << 20) + 1, SMPP_DELIVER_SM, 0xFFFFFFFF, SR_EPARSE,
+         SMPP_RINVCMDLEN},
         {16, 0x00000003, 0, SR_EPARSE, SMPP_RINVCMDID}, /* query_sm */
         {16, 0x00000102, 0, SR_EPARSE, SMPP_RINVCMDID}, /* alert_notif. */
         {16, 0x80000015 + 1, 0, SR_EPARSE, SMPP_RINVCMDID},

@@ -179,7 +179,7 @@ static size_t base_len(const char *s)
 
 /* ---- line ends and the raw header -------------------------------------- */
 
-/* Lone LF -> CRLF; everything else as is. */
+/* Lone LF -> CRLF, a line end at the end; everything else as is. */
 static int normalize(const char *m, size_t len, struct buf *out)
 {
     for (size_t i = 0; i < len;) {
@@ -193,6 +193,10 @@ static int normalize(const char *m, size_t len, struct buf *out)
         buf_add(out, "\n", 1);
         i = e + 1;
     }
+    /* SMTP ends every message with a line end (RFC 5321 4.1.1.4): make it
+     * part of the message, so that the DKIM body hash covers it. */
+    if (out->len > 0 && out->p[out->len - 1] != '\n')
+        buf_add(out, "\r\n", 2);
     if (out->p == NULL)
         buf_add(out, "", 0);
     return out->err;
@@ -641,7 +645,10 @@ static void insert_pixel(struct ctx *c, struct buf *html)
             "/o/%s\" width=\"1\" height=\"1\" alt=\"\" "
             "style=\"display:none\">",
             c->open_token);
+    /* before the last </body>, else before the final line end */
     size_t at = html->len;
+    if (at >= 2 && html->p[at - 2] == '\r' && html->p[at - 1] == '\n')
+        at -= 2;
     for (size_t i = html->len; i-- > 0;)
         if (html->p[i] == '<' &&
             prefix_ci(html->p + i, html->len - i, "</body")) {

@@ -9,7 +9,7 @@
  * threads, one message per call. GMime 3 parses the MIME structure.
  *
  * What it does to the message (input with CRLF or bare LF line ends;
- * output always CRLF):
+ * output always CRLF, ending with a line end as on the wire):
  *
  *  - Headers of the top level are edited on the raw bytes, never
  *    re-folded: fields the policy lists (case-insensitive names) are
@@ -30,10 +30,10 @@
  *    case-insensitive), and is at most TOKEN_URL_MAX bytes, becomes
  *    BASE/c/TOKEN (a click token carrying the URL and its link index),
  *    keeping the attribute's quoting. A 1x1 pixel BASE/o/TOKEN goes before
- *    the last </body>, or at the end. With track_text_parts, bare http(s)
- *    URLs in text/plain leaves are rewritten as well. Links are numbered
- *    from 0 in document order across parts; result->links lists the
- *    original URLs in that order.
+ *    the last </body>, or at the end (before a final line end). With
+ * track_text_parts, bare http(s) URLs in text/plain leaves are rewritten as
+ * well. Links are numbered from 0 in document order across parts; result->links
+ * lists the original URLs in that order.
  *  - Only the bytes of a modified leaf's content change: everything else
  *    (other parts, attachments, boundaries, preamble, part headers) is
  *    copied byte for byte. A modified leaf keeps its charset (converted to

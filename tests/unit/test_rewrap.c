@@ -310,8 +310,8 @@ static void test_links(void **state)
     /* no </body>: the pixel goes at the end */
     const char msg2[] = "Content-Type: text/html\r\n\r\n<p>hi</p>";
     run(&p, msg2, &r);
-    const char *e = r.msg + r.len - strlen("style=\"display:none\">");
-    assert_string_equal(e, "style=\"display:none\">");
+    const char *e = r.msg + r.len - strlen("style=\"display:none\">\r\n");
+    assert_string_equal(e, "style=\"display:none\">\r\n");
     assert_non_null(strstr(r.msg, "\r\n\r\n<p>hi</p><img src="));
     rewrap_result_free(&r);
     rewrap_policy_free(&p);
@@ -483,7 +483,7 @@ static void test_charset_and_8bit(void **state)
     run(&p, msg2, &r);
     assert_non_null(strstr(r.msg, "From: j\xc3\xb6rg@b\xc3\xbc"
                                   "cher.example\r\n"));
-    assert_non_null(strstr(r.msg, "\r\n\r\n<p>\xe2\x82\xac 5</p>\r\n<img "));
+    assert_non_null(strstr(r.msg, "\r\n\r\n<p>\xe2\x82\xac 5</p><img "));
     rewrap_result_free(&r);
     rewrap_policy_free(&p);
 }
@@ -570,7 +570,7 @@ static void test_unparseable(void **state)
     assert_string_equal(r.msg + r.len - 4, "\r\n\r\n");
     rewrap_result_free(&r);
     run(&p, "Subject: x\n\nline\nline", &r);
-    assert_string_equal(header_end(r.msg), "line\r\nline");
+    assert_string_equal(header_end(r.msg), "line\r\nline\r\n");
     rewrap_result_free(&r);
     rewrap_policy_free(&p);
 }

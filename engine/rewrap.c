@@ -883,6 +883,13 @@ static void add_edit(struct ctx *c, size_t start, size_t end, struct buf *b)
     memset(b, 0, sizeof *b);
 }
 
+/* Forgets the links from index n on (their leaf is left as it was). */
+static void drop_links(struct ctx *c, size_t n)
+{
+    while (c->n_links > n)
+        free(c->links[--c->n_links]);
+}
+
 static void rewrite_leaf(struct ctx *c, GMimeObject *o, bool html)
 {
     GMimePart *part = GMIME_PART(o);
@@ -954,6 +961,8 @@ static void rewrite_leaf(struct ctx *c, GMimeObject *o, bool html)
 
     struct buf out = {0};
     unsigned changed = 0;
+    size_t links_before = c->n_links;
+    unsigned pixels_before = c->n_pixels;
     if (html)
         html_rewrite(c, text, tlen, &out, &changed);
     else
@@ -980,6 +989,8 @@ static void rewrite_leaf(struct ctx *c, GMimeObject *o, bool html)
             note(c, "a part in charset '%.32s' could not be converted back",
                  cs);
             buf_free(&out);
+            drop_links(c, links_before);
+            c->n_pixels = pixels_before;
             return;
         }
         buf_free(&out);
@@ -1256,6 +1267,8 @@ int rewrap_message(const struct rewrap_policy *p, const struct rewrap_input *in,
             for (size_t i = 0; i < c.n_edits; i++)
                 free(c.edits[i].text);
             c.n_edits = 0;
+            drop_links(&c, 0);
+            c.n_pixels = 0;
         } else if (c.n_edits > 0)
             res->body = REWRAP_BODY_MODIFIED;
         else {

@@ -154,8 +154,14 @@ int verp_parse(const char *addr, size_t len, const uint8_t *key, size_t keylen,
     if (ll > LOCAL_MAX || ll < 2 + 1 + 1 + 1 + 1 + MAC_CHARS)
         return sr_err(err, errlen, SR_EPARSE, "not a VERP local part");
     char local[LOCAL_MAX + 1];
-    for (size_t i = 0; i < ll; i++)
+    for (size_t i = 0; i < ll; i++) {
         local[i] = lower(addr[i]);
+        /* only what verp_build writes (this also keeps NULs out) */
+        if (!((local[i] >= 'a' && local[i] <= 'z') ||
+              (local[i] >= '0' && local[i] <= '9') || local[i] == '-' ||
+              local[i] == '_' || local[i] == '='))
+            return sr_err(err, errlen, SR_EPARSE, "not a VERP local part");
+    }
     local[ll] = '\0';
     if (local[0] != 'b' || local[1] != '-')
         return sr_err(err, errlen, SR_EPARSE, "not a VERP local part");
@@ -163,7 +169,7 @@ int verp_parse(const char *addr, size_t len, const uint8_t *key, size_t keylen,
     char *mac = strrchr(local, '-');
     *mac++ = '\0';
     char *idx = strrchr(local, '-');
-    if (idx == local + 1)
+    if (idx == NULL || idx == local + 1)
         return sr_err(err, errlen, SR_EPARSE, "VERP code missing");
     *idx++ = '\0';
     const char *enc = local + 2;

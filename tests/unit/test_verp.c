@@ -112,11 +112,19 @@ static void test_reject(void **state)
         "b-x=41-1-aaaaaaaa@x.example",
         "b-x-1-aaaaaaa1@x.example",
         "b-x-y-1-aaaaaaaa@x.example",
+        "b-abcdefghijklmnop@x.example",
+        "b-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-1-aaaaaaaa@x.example",
+        "b-x.y-1-aaaaaaaa@x.example",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         assert_int_equal(verp_parse(bad[i], strlen(bad[i]), key, KEYLEN, code,
                                     &idx, err, sizeof err),
                          SR_EPARSE);
+    /* a NUL inside the local part (found by fuzz_token) */
+    const char nul[] = "b-abc\0def-1-aaaaaaaa@x.example";
+    assert_int_equal(verp_parse(nul, sizeof nul - 1, key, KEYLEN, code, &idx,
+                                err, sizeof err),
+                     SR_EPARSE);
     /* build refuses what it cannot write */
     assert_int_equal(verp_build("", 1, "b.example", key, KEYLEN, a, sizeof a,
                                 err, sizeof err),

@@ -1303,6 +1303,10 @@ int rewrap_message(const struct rewrap_policy *p, const struct rewrap_input *in,
             at = c.edits[i].end;
         }
         buf_add(&out, norm.p + at, norm.len - at);
+        /* a leaf that ended the message without a line end (say an
+         * empty one given a pixel) */
+        if (!out.err && out.p[out.len - 1] != '\n')
+            buf_add(&out, "\r\n", 2);
     }
     if (out.err) {
         rc = sr_err(err, errlen, out.err, "out of memory");

@@ -13,6 +13,7 @@
 #include "engine/dsn.h"
 #include "engine/ingest.h"
 #include "engine/mx.h"
+#include "engine/prepare.h"
 #include "engine/rates.h"
 #include "engine/suspend.h"
 #include "engine/shards.h"
@@ -78,6 +79,8 @@ struct job {
     int stopped;       /* engine stopping: drop, do not record */
     int sent;          /* an SMTP transaction was attempted for it */
     int postponed;     /* its destination is suspended: not attempted */
+    int suppressed;    /* its recipients are on the suppression list */
+    int rewrap;        /* re-wrap and sign before sending (engine/prepare.h) */
     unsigned shard;    /* of its destination domain */
 };
 
@@ -124,6 +127,7 @@ struct deliver {
     struct rates *rates;     /* cluster-wide rates (engine/rates.h) */
     struct suspend *suspend; /* destination suspensions (engine/suspend.h) */
     struct ssl_ctx_st *tls;  /* shared by every outbound connection */
+    struct prepare *prepare; /* re-wrap + DKIM on workers */
     struct inflight *inflight[INFLIGHT_BUCKETS];
     unsigned n_inflight;
     struct dest *dests;
@@ -406,6 +410,23 @@ static void postpone(struct job *j, const struct suspension *x)
     d->stats.postponed += j->n;
     LOG_DEBUG("code=%s event=postponed domain=%s rcpts=%u", j->code,
               j->dest->domain, j->n);
+    record(j);
+}
+
+/* The customer's suppression list has the job's recipients (they
+ * unsubscribed): not sent, a "suppressed" event each, no DSN. */
+static void suppress(struct job *j)
+{
+    for (unsigned i = 0; i < j->n; i++) {
+        j->outcome[i] = DELIVERY_SUPPRESSED;
+        j->klass[i] = "";
+        free(j->reply[i]);
+        j->reply[i] = strdup("550 5.7.1 recipient is on the customer's "
+                             "suppression list");
+        LOG_INFO("code=%s event=suppressed to=<%s>", j->code, j->rcpts[i]);
+    }
+    snprintf(j->mx, sizeof j->mx, "none");
+    j->d->stats.suppressed += j->n;
     record(j);
 }
 
@@ -885,9 +906,50 @@ static void dest_pump(struct dest *ds)
 
 /* ---- bodies ---- */
 
+static void prepared(void *ud, const struct prepare_out *out)
+{
+    struct job *j = ud;
+    struct deliver *d = j->d;
+    d->io--;
+    if (d->stopping) {
+        job_free(j);
+        return;
+    }
+    if (out->msg != NULL) {
+        free(j->body);
+        j->body = (uint8_t *)out->msg;
+        j->len = out->len;
+    }
+    if (out->sender[0]) {
+        char *s = strdup(out->sender);
+        if (s != NULL) {
+            free(j->sender);
+            j->sender = s;
+        }
+    }
+    if (out->note[0])
+        LOG_WARN("code=%s event=rewrap_note to=<%s> note=\"%s\"", j->code,
+                 j->rcpts[0], out->note);
+    dest_push(j->dest, j);
+    dest_pump(j->dest);
+}
+
 static void job_ready(struct job *j)
 {
     struct dest *ds = j->dest;
+    struct deliver *d = j->d;
+    if (j->rewrap) {
+        j->rewrap = 0;
+        const struct policy *pol = d->deps.policy(d->deps.ud);
+        if (prepare_start(d->prepare, d->deps.loop, pol, j->customer, j->code,
+                          j->rcpts[0], j->idx[0], (const char *)j->body, j->len,
+                          prepared, j) == 0) {
+            d->io++;
+            return;
+        }
+        LOG_WARN("code=%s event=rewrap_skipped reason=\"cannot start\"",
+                 j->code);
+    }
     dest_push(ds, j);
     dest_pump(ds);
 }
@@ -1018,10 +1080,21 @@ static void make_jobs(struct deliver *d, const struct due *items, size_t n)
         return;
     Sr__MessageAccept *a = m->accept;
     bool *taken = calloc(n, sizeof *taken);
-    if (taken == NULL) {
+    bool *supp = calloc(n, sizeof *supp);
+    if (taken == NULL || supp == NULL) {
+        free(taken);
+        free(supp);
         sr__stored_message__free_unpacked(m, NULL);
         return;
     }
+    const struct policy *pol = d->deps.policy(d->deps.ud);
+    const struct policy_customer *cu = policy_find(pol, a->customer);
+    /* re-wrapped mail is made per recipient (VERP, tokens) */
+    bool per_rcpt = cu && cu->rewrap && pol->tracking;
+    for (size_t i = 0; i < n; i++)
+        if (items[i].rcpt < m->n_rcpts)
+            supp[i] = dqueue_suppressed(d->deps.store, a->customer,
+                                        m->rcpts[items[i].rcpt]->address);
     for (size_t i = 0; i < n; i++) {
         if (taken[i] || items[i].rcpt >= m->n_rcpts)
             continue;
@@ -1032,8 +1105,6 @@ static void make_jobs(struct deliver *d, const struct due *items, size_t n)
             ldom[k] =
                 (char)((dom[k] >= 'A' && dom[k] <= 'Z') ? dom[k] + 32 : dom[k]);
         ldom[k] = 0;
-        const struct policy_customer *cu =
-            policy_find(d->deps.policy(d->deps.ud), a->customer);
         struct dest *ds =
             dest_get(d, ldom, cu && cu->source_ip ? cu->source_ip : "");
         struct job *j = calloc(1, sizeof *j);
@@ -1072,8 +1143,12 @@ static void make_jobs(struct deliver *d, const struct due *items, size_t n)
         j->n_holders = a->n_holders;
         if (a->digest.len == sizeof j->digest)
             memcpy(j->digest, a->digest.data, sizeof j->digest);
+        j->suppressed = supp[i];
+        j->rewrap = per_rcpt && !supp[i];
         for (size_t x = i; x < n; x++) {
-            if (taken[x] || items[x].rcpt >= m->n_rcpts)
+            if (per_rcpt && j->n > 0)
+                break;
+            if (taken[x] || items[x].rcpt >= m->n_rcpts || supp[x] != supp[i])
                 continue;
             const char *dx = domain_of(m->rcpts[items[x].rcpt]->address);
             if (strcasecmp(dx, dom) != 0)
@@ -1087,6 +1162,10 @@ static void make_jobs(struct deliver *d, const struct due *items, size_t n)
             j->n++;
         }
         d->stats.jobs++;
+        if (j->suppressed) {
+            suppress(j);
+            continue;
+        }
         struct suspension x;
         if (dest_stopped(ds, &x)) {
             postpone(j, &x);
@@ -1098,6 +1177,7 @@ static void make_jobs(struct deliver *d, const struct due *items, size_t n)
             fetch_next(j);
     }
     free(taken);
+    free(supp);
     sr__stored_message__free_unpacked(m, NULL);
 }
 
@@ -1296,7 +1376,10 @@ int deliver_start(const struct deliver_deps *deps, struct deliver **out,
     d->rates = rates_new(deps->rn, deps->cfg->node_id, granted, d);
     d->suspend = suspend_new(deps->store, deps->rn, deps->cfg->node_id);
     d->tls = smtp_client_tls_ctx();
-    if (d->rates == NULL || d->suspend == NULL || d->tls == NULL) {
+    d->prepare = prepare_new();
+    if (d->rates == NULL || d->suspend == NULL || d->tls == NULL ||
+        d->prepare == NULL) {
+        prepare_free(d->prepare);
         SSL_CTX_free(d->tls);
         rates_free(d->rates);
         suspend_free(d->suspend);
@@ -1334,6 +1417,7 @@ static void maybe_free(struct deliver *d)
             free(f);
         }
     }
+    prepare_free(d->prepare); /* no work runs any more */
     free(d);
 }
 

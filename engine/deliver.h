@@ -78,7 +78,8 @@ void deliver_kick(struct deliver *d);
 
 struct deliver_stats {
     uint64_t jobs, delivered, deferred, bounced, expired;
-    uint64_t postponed; /* recipients held back by a suspension */
+    uint64_t postponed;  /* recipients held back by a suspension */
+    uint64_t suppressed; /* recipients on a suppression list */
     unsigned inflight, connections;
 };
 void deliver_get_stats(const struct deliver *d, struct deliver_stats *st);

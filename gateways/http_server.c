@@ -432,7 +432,8 @@ static void conn_write(struct http_conn *c, struct http_wreq *w)
 }
 
 static void conn_send(struct http_conn *c, int status, const char *ctype,
-                      const char *body, size_t len, bool close)
+                      const char *extra, const char *body, size_t len,
+                      bool close)
 {
     if (status < 200 || status > 599)
         status = 500;
@@ -450,11 +451,12 @@ static void conn_send(struct http_conn *c, int status, const char *ctype,
      * header injection bug, not a runtime condition. */
     assert(ctype == NULL || strpbrk(ctype, "\r\n") == NULL);
 
-    const char *fmt = "HTTP/1.1 %d %s\r\n%s%s%s%sConnection: %s\r\n\r\n";
+    const char *fmt = "HTTP/1.1 %d %s\r\n%s%s%s%s%sConnection: %s\r\n\r\n";
     const char *ctn = ctype != NULL ? "Content-Type: " : "";
     const char *ctv = ctype != NULL ? ctype : "";
     const char *cte = ctype != NULL ? "\r\n" : "";
-    int hn = snprintf(NULL, 0, fmt, status, reason, cl, ctn, ctv, cte, conn);
+    int hn =
+        snprintf(NULL, 0, fmt, status, reason, cl, ctn, ctv, cte, extra, conn);
     if (hn < 0) {
         conn_close(c);
         return;
@@ -465,7 +467,7 @@ static void conn_send(struct http_conn *c, int status, const char *ctype,
         return;
     }
     snprintf(w->data, (size_t)hn + 1, fmt, status, reason, cl, ctn, ctv, cte,
-             conn);
+             extra, conn);
     if (blen > 0)
         memcpy(w->data + hn, body, blen);
     w->len = (size_t)hn + blen;
@@ -519,7 +521,7 @@ static void conn_send_error(struct http_conn *c, int status, const char *msg)
         conn_close(c);
         return;
     }
-    conn_send(c, status, "application/json", body, len, true);
+    conn_send(c, status, "application/json", "", body, len, true);
     free(body);
 }
 
@@ -812,6 +814,12 @@ void http_server_close(struct http_server *s, void (*cb)(void *), void *arg)
 void http_reply(struct http_conn *c, int status, const char *content_type,
                 const char *body, size_t len)
 {
+    http_reply_ex(c, status, content_type, "", body, len);
+}
+
+void http_reply_ex(struct http_conn *c, int status, const char *content_type,
+                   const char *extra, const char *body, size_t len)
+{
     /* Exactly one reply per request: a second one is a caller bug. */
     assert(c->pending);
     c->pending = false;
@@ -824,7 +832,7 @@ void http_reply(struct http_conn *c, int status, const char *content_type,
     }
     bool close = !c->keep_alive;
     /* Send before consuming: body may point into the request. */
-    conn_send(c, status, content_type, body, len, close);
+    conn_send(c, status, content_type, extra ? extra : "", body, len, close);
     http_parser_consume(c->p);
     if (close) {
         conn_drain(c);

@@ -43,6 +43,10 @@ void http_server_close(struct http_server *s, void (*cb)(void *), void *arg);
  * content_type may be NULL for an empty body. Copies body. */
 void http_reply(struct http_conn *c, int status, const char *content_type,
                 const char *body, size_t len);
+/* The same with extra header lines, each "Name: value\r\n" (ours; the
+ * caller keeps CR and LF out of values). */
+void http_reply_ex(struct http_conn *c, int status, const char *content_type,
+                   const char *extra, const char *body, size_t len);
 /* Convenience: {"error":"<msg>"} with the status. */
 void http_reply_error(struct http_conn *c, int status, const char *msg);
 

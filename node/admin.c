@@ -281,14 +281,15 @@ static void get_shards(struct sr_node *n, struct sink *s)
 
 static void add_event(void *ud, uint64_t seq, const Sr__Event *e)
 {
-    json_array_append_new(
-        ud,
-        json_pack("{s:I,s:s,s:i,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s}", "seq",
-                  (json_int_t)seq, "code", e->code, "rcpt", (int)e->rcpt,
-                  "address", e->address, "type", delivery_outcome_name(e->type),
-                  "reply", e->reply, "time_ms", (json_int_t)e->time_ms, "node",
-                  (json_int_t)e->node, "mx", e->mx, "customer", e->customer,
-                  "bounce_class", e->bounce_class));
+    json_t *o = json_pack(
+        "{s:I,s:s,s:i,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s}", "seq", (json_int_t)seq,
+        "code", e->code, "rcpt", (int)e->rcpt, "address", e->address, "type",
+        delivery_outcome_name(e->type), "reply", e->reply, "time_ms",
+        (json_int_t)e->time_ms, "node", (json_int_t)e->node, "mx", e->mx,
+        "customer", e->customer, "bounce_class", e->bounce_class);
+    if (e->url[0])
+        json_object_set_new(o, "url", json_string(e->url));
+    json_array_append_new(ud, o);
 }
 
 /* GET /v1/events?after=SEQ&limit=N: delivery events in order. */

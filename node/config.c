@@ -101,6 +101,7 @@ static const struct key_spec keys[] = {
     {"floating", "interface", K_STRING, OFF(floating_interface), 0, 0},
     {"floating", "arp_count", K_UINT, OFF(floating_arp_count), 1, 100},
     {"admin", "listen", K_ADDRESS, OFF(admin_listen), 0, 0},
+    {"tracking", "listen", K_ADDRESS, OFF(tracking_listen), 0, 0},
     {"admin", "token", K_TOKEN, OFF(admin_token), 0, 0},
     {"admin", "tls_cert", K_STRING, OFF(admin_tls_cert), 0, 0},
     {"admin", "tls_key", K_STRING, OFF(admin_tls_key), 0, 0},
@@ -419,6 +420,7 @@ void config_free(struct sr_config *cfg)
     free(cfg->cluster_tls_key);
     free(cfg->tls_key);
     free(cfg->admin_listen);
+    free(cfg->tracking_listen);
     free(cfg->admin_token);
     free(cfg->admin_tls_cert);
     free(cfg->admin_tls_key);
@@ -865,7 +867,7 @@ static int load_root(struct loader *ld, struct fy_node *root)
         return fail(
             ld, SR_EINVAL, "(top level)", root, NULL,
             "must be a mapping of sections (node, log, raft, rpc, cluster, "
-            "smtp, floating, admin, delivery, bodies)");
+            "smtp, floating, admin, tracking, delivery, bodies)");
     void *it = NULL;
     struct fy_node_pair *pair;
     while ((pair = fy_node_mapping_iterate(root, &it)) != NULL) {

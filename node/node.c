@@ -278,6 +278,11 @@ static void stop(struct sr_node *n)
     smtp_server_close(n->smtp, part_closed, n);
     n->smtp = NULL; /* freed when closed; policy changes no longer reach it */
     http_server_close(n->admin, part_closed, n);
+    if (n->track != NULL) {
+        n->pending_close++;
+        http_server_close(n->track, part_closed, n);
+        n->track = NULL;
+    }
     ingest_free(n->ingest);
     rnode_close(n->rn, part_closed, n);
     rpc_close(n->rpc);
@@ -364,6 +369,16 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
         return rc;
     }
     http_server_set_limits(n->admin, 0, 0, cfg->admin_idle_timeout_s * 1000, 0);
+    if (cfg->tracking_listen != NULL) {
+        if ((rc = http_server_start(&n->loop, cfg->tracking_listen, track_http,
+                                    n, &n->track, err, errlen)) != 0) {
+            tls_ctx_free(admin_tls);
+            return rc;
+        }
+        /* small requests only; a link click must not hold a connection */
+        http_server_set_limits(n->track, 8192, 4096, 10000, 1024);
+        LOG_INFO("event=tracking_listen listen=%s", cfg->tracking_listen);
+    }
     if (admin_tls != NULL) {
         /* Before the loop runs: no connection is accepted in plaintext. */
         http_server_set_tls(n->admin, admin_tls);

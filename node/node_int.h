@@ -44,7 +44,8 @@ struct sr_node {
     struct tls_ctx *tls;
     struct smtp_server *smtp;
     struct http_server *admin;
-    struct policy *policy; /* current, parsed; replaced on apply */
+    struct http_server *track; /* tracking endpoints, or NULL */
+    struct policy *policy;     /* current, parsed; replaced on apply */
     uv_signal_t sigterm, sigint;
     uv_timer_t sync;
     struct admin_wait *admin_waits; /* changes waiting for a leader */
@@ -54,6 +55,8 @@ struct sr_node {
 
 /* The admin API entry points (admin.c). */
 void admin_http(void *ud, struct http_conn *c, const struct http_request *req);
+/* The tracking endpoints (track.c). */
+void track_http(void *ud, struct http_conn *c, const struct http_request *req);
 void admin_rpc(struct sr_node *n, struct rpc_call *call,
                const Sr__AdminReq *req);
 /* Answers 503 to every change still waiting for a leader. */

@@ -22,6 +22,14 @@ const char *delivery_outcome_name(unsigned outcome)
         return "bounced";
     case DELIVERY_EXPIRED:
         return "expired";
+    case DELIVERY_SUPPRESSED:
+        return "suppressed";
+    case EVENT_OPEN:
+        return "open";
+    case EVENT_CLICK:
+        return "click";
+    case EVENT_UNSUBSCRIBE:
+        return "unsubscribe";
     default:
         return "unknown";
     }
@@ -359,6 +367,9 @@ int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
         break;
     case DELIVERY_EXPIRED:
         target = RCPT_EXPIRED;
+        break;
+    case DELIVERY_SUPPRESSED:
+        target = RCPT_SUPPRESSED;
         break;
     default:
         return SR_EINVAL;
@@ -731,4 +742,72 @@ uint64_t dqueue_events(struct queue_store *s, uint64_t after, size_t limit,
     }
     mdb_txn_abort(txn);
     return last;
+}
+
+/* ---- tracking events and suppression ---- */
+
+static size_t supp_key(char *k, size_t cap, const char *customer,
+                       const char *address)
+{
+    size_t n = (size_t)snprintf(k, cap, "supp:%s", customer) + 1;
+    for (const char *p = address; *p && n < cap - 1; p++)
+        k[n++] = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
+    return n;
+}
+
+int dqueue_apply_track(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
+                       const Sr__TrackEvent *t)
+{
+    if (t->type != EVENT_OPEN && t->type != EVENT_CLICK &&
+        t->type != EVENT_UNSUBSCRIBE)
+        return SR_EINVAL;
+    if (t->code[0] == '\0' || strlen(t->url) > 8192)
+        return SR_EINVAL;
+    MDB_val key = {strlen(t->code), t->code}, v;
+    if (mdb_get(txn, s->dbi[DB_MSGS], &key, &v) != 0)
+        return SR_ENOTFOUND;
+    Sr__StoredMessage *m =
+        sr__stored_message__unpack(NULL, v.mv_size, v.mv_data);
+    if (m == NULL)
+        store_die("stored message undecodable", MDB_CORRUPTED);
+    if (t->rcpt >= m->n_rcpts) {
+        sr__stored_message__free_unpacked(m, NULL);
+        return SR_EINVAL;
+    }
+    Sr__Event e = SR__EVENT__INIT;
+    e.code = t->code;
+    e.rcpt = t->rcpt;
+    e.address = m->rcpts[t->rcpt]->address;
+    e.type = t->type;
+    e.reply = "";
+    e.time_ms = time_ms;
+    e.node = t->node;
+    e.mx = "";
+    e.customer = m->accept->customer;
+    e.bounce_class = "";
+    e.url = t->url;
+    add_event(s, txn, &e);
+    if (t->type == EVENT_UNSUBSCRIBE) {
+        char k[700];
+        uint8_t when[8];
+        be64(when, time_ms);
+        store_put(txn, s->dbi[DB_META], k,
+                  supp_key(k, sizeof k, m->accept->customer, e.address), when,
+                  8);
+    }
+    sr__stored_message__free_unpacked(m, NULL);
+    return 0;
+}
+
+bool dqueue_suppressed(struct queue_store *s, const char *customer,
+                       const char *address)
+{
+    char k[700];
+    MDB_txn *txn;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+        return false;
+    MDB_val key = {supp_key(k, sizeof k, customer, address), k}, v;
+    bool found = mdb_get(txn, s->dbi[DB_META], &key, &v) == 0;
+    mdb_txn_abort(txn);
+    return found;
 }

@@ -24,6 +24,7 @@
 #define SR_QUEUE_DQUEUE_H
 
 #include <lmdb.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,6 +38,11 @@ enum delivery_outcome {
     DELIVERY_DEFERRED = 2,
     DELIVERY_BOUNCED = 3,
     DELIVERY_EXPIRED = 4,
+    DELIVERY_SUPPRESSED = 5, /* not sent: the address is suppressed */
+    /* events that are not delivery outcomes */
+    EVENT_OPEN = 6,
+    EVENT_CLICK = 7,
+    EVENT_UNSUBSCRIBE = 8,
 };
 
 const char *delivery_outcome_name(unsigned outcome);
@@ -52,6 +58,12 @@ int dqueue_apply_lease(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
  * owner because its lease was still valid. */
 int dqueue_apply_shards(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
                         const Sr__ShardAssign *a);
+/* An open, click or unsubscribe of a known message (else SR_ENOTFOUND,
+ * SR_EINVAL): an Event; an unsubscribe also puts the recipient on the
+ * customer's suppression list ("supp:" customer NUL address). */
+int dqueue_apply_track(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
+                       const Sr__TrackEvent *t);
+
 /* Unowns the listed shards that r->node still owns; returns how many
  * (>= 0), SR_EINVAL before any assignment. */
 int dqueue_apply_release(struct queue_store *s, MDB_txn *txn,
@@ -97,6 +109,10 @@ size_t dqueue_pending_scan(struct queue_store *s, size_t limit,
  * across an owner change. */
 uint64_t dqueue_sends(struct queue_store *s, const char *domain,
                       uint64_t since_ms);
+
+/* Whether customer's suppression list holds address (case-insensitive). */
+bool dqueue_suppressed(struct queue_store *s, const char *customer,
+                       const char *address);
 
 /* Recipients of this customer's messages still queued or deferred. */
 uint64_t dqueue_customer_pending(struct queue_store *s, const char *customer);

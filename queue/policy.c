@@ -184,6 +184,7 @@ void policy_free(struct policy *p)
         free(p->customers[i].name);
         free(p->customers[i].nets);
         free(p->customers[i].source_ip);
+        policy_rewrap_free(p->customers[i].rewrap);
         for (unsigned u = 0; u < p->customers[i].n_users; u++) {
             free(p->customers[i].users[u].name);
             free(p->customers[i].users[u].hash);
@@ -205,6 +206,7 @@ void policy_free(struct policy *p)
         free(p->dests[i].rules);
     }
     free(p->dests);
+    policy_tracking_free(p->tracking);
     free(p);
 }
 
@@ -304,7 +306,7 @@ static const char *const customer_keys[] = {
     "name",           "networks",    "max_sessions", "max_message_size",
     "max_recipients", "require_tls", "users",        "require_auth",
     "listen_port",    "max_queued",  "source_ip",    "per_second",
-    "per_hour",
+    "per_hour",       "rewrap",
 };
 
 /* "users": [{"name": "...", "password": "pbkdf2-sha256$..."}] */
@@ -431,6 +433,10 @@ static int parse_customer(json_t *obj, unsigned idx, struct policy_customer *c,
     c->max_queued = (unsigned)queued;
     c->per_second = (unsigned)per_second;
     c->per_hour = (unsigned)per_hour;
+    if (json_object_get(obj, "rewrap") != NULL &&
+        (rc = policy_rewrap_parse(json_object_get(obj, "rewrap"), idx,
+                                  &c->rewrap, err, errlen)) != 0)
+        return rc;
     v = json_object_get(obj, "source_ip");
     if (v != NULL) {
         struct sockaddr_in6 sa6;
@@ -840,7 +846,8 @@ static int parse_root(json_t *root, struct policy *p, char *err, size_t errlen)
     json_object_foreach(root, key, v)
     {
         if (strcmp(key, "customers") != 0 && strcmp(key, "routes") != 0 &&
-            strcmp(key, "destinations") != 0 && strcmp(key, "global") != 0) {
+            strcmp(key, "destinations") != 0 && strcmp(key, "global") != 0 &&
+            strcmp(key, "tracking") != 0) {
             char shown[80];
             sr_sanitize(shown, sizeof shown, key, strlen(key));
             return sr_err(err, errlen, SR_EINVAL, "%s: unknown key", shown);
@@ -871,8 +878,16 @@ static int parse_root(json_t *root, struct policy *p, char *err, size_t errlen)
         rc = parse_dests(json_object_get(root, "destinations"), p, err, errlen);
     if (rc == 0)
         rc = parse_global(json_object_get(root, "global"), p, err, errlen);
+    if (rc == 0 && json_object_get(root, "tracking") != NULL)
+        rc = policy_tracking_parse(json_object_get(root, "tracking"),
+                                   &p->tracking, err, errlen);
     if (rc != 0)
         return rc;
+    for (unsigned i = 0; i < p->n_customers; i++)
+        if (p->customers[i].rewrap != NULL && p->tracking == NULL)
+            return sr_err(err, errlen, SR_EINVAL,
+                          "tracking: required when a customer has rewrap (its "
+                          "secret signs tokens and VERP addresses)");
     return check_unique(p, err, errlen);
 }
 

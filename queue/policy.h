@@ -37,6 +37,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "queue/policy_rewrap.h"
+
 struct policy_net {
     int family;       /* AF_INET or AF_INET6 */
     uint8_t addr[16]; /* network address, host bits zeroed */
@@ -72,6 +74,7 @@ struct policy_customer {
                              until they are back under 90 % */
     unsigned per_second;  /* 0 = no limit; messages sent per second and */
     unsigned per_hour;    /* per hour, cluster-wide (engine/rates.h) */
+    struct policy_rewrap *rewrap; /* NULL: mail goes out as received */
 };
 
 /* A transport override for a destination domain (like Postfix's
@@ -121,9 +124,10 @@ struct policy {
     unsigned n_routes;
     struct policy_dest *dests;
     unsigned n_dests;
-    unsigned global_per_second; /* 0 = none; the general throttling
-                                   agreement: messages per second sent by
-                                   the whole cluster */
+    struct policy_tracking *tracking; /* NULL: none (queue/policy_rewrap.h) */
+    unsigned global_per_second;       /* 0 = none; the general throttling
+                                         agreement: messages per second sent by
+                                         the whole cluster */
 };
 
 /* The throttles for domain (case-insensitive), or NULL. */

@@ -24,8 +24,8 @@ static const char *const db_names[DB_COUNT] = {
 #define SNAP_MAGIC "SRS1"
 
 static const char *const state_names[RCPT_STATE_MAX] = {
-    "queued",  "inflight", "deferred", "delivered",
-    "bounced", "expired",  "held",     "quarantined"};
+    "queued",  "inflight", "deferred",    "delivered", "bounced",
+    "expired", "held",     "quarantined", "suppressed"};
 
 const char *queue_rcpt_state_name(unsigned state)
 {
@@ -293,6 +293,9 @@ void queue_store_apply(struct queue_store *s, uint64_t index,
             break;
         case SR__OP__OP_SHARD_RELEASE:
             st = dqueue_apply_release(s, txn, op->shard_release);
+            break;
+        case SR__OP__OP_TRACK_EVENT:
+            st = dqueue_apply_track(s, txn, e->time_ms, op->track_event);
             break;
         case SR__OP__OP_QUEUE_ACTION:
             st = qaction_apply(s, txn, e->time_ms, op->queue_action);

@@ -37,7 +37,8 @@ enum rcpt_state {
     RCPT_EXPIRED = 5,
     RCPT_HELD = 6,
     RCPT_QUARANTINED = 7,
-    RCPT_STATE_MAX = 8
+    RCPT_SUPPRESSED = 8, /* the customer's suppression list has it */
+    RCPT_STATE_MAX = 9
 };
 
 const char *queue_rcpt_state_name(unsigned state);

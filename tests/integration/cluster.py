@@ -83,7 +83,7 @@ class Node:
         self.cluster = cluster
         self.id = node_id
         (self.smtp_port, self.admin_port, self.raft_port,
-         self.rpc_port) = free_ports(4)
+         self.rpc_port, self.track_port) = free_ports(5)
         self.data_dir = os.path.join(cluster.dir, "node%d" % node_id)
         self.config_path = os.path.join(cluster.dir, "node%d.yaml" % node_id)
         self.log_path = os.path.join(cluster.dir, "node%d.log" % node_id)
@@ -165,6 +165,9 @@ raft:
                      f'  tls_key: "{c.admin_key}"\n')
         if c.admin_idle_timeout_s:
             text += f"  idle_timeout_s: {c.admin_idle_timeout_s}\n"
+        text += f"""tracking:
+  listen: "127.0.0.1:{self.track_port}"
+"""
         # Delivery is off unless the test asks for it: it would look up MX
         # records with the system resolver, which is not on loopback.
         d = c.delivery if c.delivery is not None else {"enabled": "false"}

@@ -81,6 +81,7 @@ struct job {
     int postponed;     /* its destination is suspended: not attempted */
     int suppressed;    /* its recipients are on the suppression list */
     int rewrap;        /* re-wrap and sign before sending (engine/prepare.h) */
+    char *note;        /* what the re-wrap skipped, for the results */
     unsigned shard;    /* of its destination domain */
 };
 
@@ -212,6 +213,7 @@ static void job_free(struct job *j)
         free(j->reply ? j->reply[i] : NULL);
     }
     free(j->code);
+    free(j->note);
     free(j->sender);
     free(j->customer);
     free(j->idx);
@@ -349,7 +351,15 @@ static void set_outcome(struct job *j, unsigned i, enum smtp_status st,
     j->outcome[i] = o;
     j->klass[i] = o == DELIVERY_DELIVERED ? "" : dsn_classify(reply, o);
     free(j->reply[i]);
-    j->reply[i] = strdup(reply ? reply : "");
+    if (j->note != NULL) {
+        /* the event says why the message went out as it was */
+        size_t l = strlen(reply ? reply : "") + strlen(j->note) + 4;
+        j->reply[i] = malloc(l);
+        if (j->reply[i] != NULL)
+            snprintf(j->reply[i], l, "%s [%s]", reply ? reply : "", j->note);
+    } else {
+        j->reply[i] = strdup(reply ? reply : "");
+    }
     switch (o) {
     case DELIVERY_DELIVERED:
         d->stats.delivered++;
@@ -927,8 +937,10 @@ static void prepared(void *ud, const struct prepare_out *out)
             j->sender = s;
         }
     }
+    if (out->note[0] && j->note == NULL)
+        j->note = strdup(out->note);
     if (out->note[0])
-        LOG_WARN("code=%s event=rewrap_note to=<%s> note=\"%s\"", j->code,
+        LOG_INFO("code=%s event=rewrap_note to=<%s> note=\"%s\"", j->code,
                  j->rcpts[0], out->note);
     dest_push(j->dest, j);
     dest_pump(j->dest);

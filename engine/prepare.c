@@ -170,7 +170,7 @@ static void run(uv_work_t *req)
         len = res.len;
         snprintf(w->out.sender, sizeof w->out.sender, "%s",
                  res.envelope_sender);
-        if (res.body == REWRAP_BODY_UNPARSED)
+        if (res.body != REWRAP_BODY_MODIFIED && res.reason[0])
             snprintf(w->out.note, sizeof w->out.note, "body kept: %s",
                      res.reason);
     } else {

@@ -240,3 +240,30 @@ def test_rewrap_sign_track_unsubscribe(make_cluster, dest, keys):
     time.sleep(1)
     assert sorted(r for _, rs, _ in d.received() for r in rs) == \
         ["r1@dest.example", "r2@dest.example", "r2@dest.example"]
+
+
+def test_unparseable_body_goes_out_signed_and_the_event_says_why(
+        make_cluster, dest, keys):
+    import os
+    d = dest()
+    c = make_cluster(n=3, delivery={"enabled": "true"}).start()
+    base = "http://127.0.0.1:%d" % c.nodes[0].track_port
+    apply_policy(c, engine_policy(d, keys, base))
+    path = os.path.join(os.path.dirname(__file__), "corpus", "rewrap",
+                        "malformed.eml")
+    with open(path, "rb") as f:
+        orig = f.read().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    code = code_of(send(c.nodes[0].smtp_port, sender="news@acme.example",
+                        rcpts=("m@dest.example",), msg=orig)[1])
+    (_, _, raw), = d.wait(1)
+    for idx in (0, 1):
+        assert dkim.DKIM(raw).verify(idx=idx, dnsfunc=dnsfunc_for(keys)), idx
+    # the body went out as it came (after our header fields)
+    body = orig.split(b"\r\n\r\n", 1)[1]
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"  # as smtplib sends it
+    assert raw.split(b"\r\n\r\n", 1)[1] == body
+    wait_events(c.nodes[:1], code, lambda ev: [e["type"] for e in ev] ==
+                ["delivered"], "delivered")
+    (e,) = events(c.nodes[0], code)
+    assert "body kept" in e["reply"], e

@@ -9,6 +9,7 @@
 
 #include "node/errors.h"
 #include "queue/store.h"
+#include "queue/smsq.h"
 #include "queue/store_int.h"
 
 const char *delivery_outcome_name(unsigned outcome)
@@ -30,6 +31,10 @@ const char *delivery_outcome_name(unsigned outcome)
         return "click";
     case EVENT_UNSUBSCRIBE:
         return "unsubscribe";
+    case DELIVERY_SUBMITTED:
+        return "submitted";
+    case EVENT_SMS_RECEIPT:
+        return "receipt";
     default:
         return "unknown";
     }
@@ -270,6 +275,29 @@ int dqueue_take_dsn(struct queue_store *s, MDB_txn *txn, const char *code,
 
 /* ---- results ---- */
 
+static void add_event(struct queue_store *s, MDB_txn *txn, const Sr__Event *e);
+
+static const char *count_name(unsigned state);
+
+void dqueue_event(struct queue_store *s, MDB_txn *txn, const Sr__Event *e)
+{
+    add_event(s, txn, e);
+}
+
+void dqueue_set_state(struct queue_store *s, MDB_txn *txn, const char *code,
+                      Sr__StoredMessage *m, unsigned i, unsigned to)
+{
+    Sr__StoredRcpt *rc = m->rcpts[i];
+    char sk[600];
+    del(txn, s->dbi[DB_IDX_STATE], sk,
+        state_key(sk, sizeof sk, rc->state, code, i));
+    store_count_add(s, txn, count_name(rc->state), -1);
+    rc->state = to;
+    store_put(txn, s->dbi[DB_IDX_STATE], sk, state_key(sk, sizeof sk, to, code, i),
+              "", 0);
+    store_count_add(s, txn, count_name(to), 1);
+}
+
 static void add_event(struct queue_store *s, MDB_txn *txn, const Sr__Event *e)
 {
     MDB_val key = {10, "seq:events"}, v;
@@ -371,6 +399,12 @@ int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
     case DELIVERY_SUPPRESSED:
         target = RCPT_SUPPRESSED;
         break;
+    case DELIVERY_SUBMITTED:
+        target = RCPT_SUBMITTED;
+        if (r->n_rcpts != 1 || r->n_sms_ids == 0 || r->n_sms_ids > 255 ||
+            r->smsc[0] == '\0')
+            return SR_EINVAL;
+        break;
     default:
         return SR_EINVAL;
     }
@@ -468,6 +502,8 @@ int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
             store_put(txn, s->dbi[DB_META], dk,
                       dsn_key(dk, sizeof dk, r->code, i), &sh, 1);
         }
+        if (target == RCPT_SUBMITTED)
+            smsq_submitted(s, txn, time_ms, r, m, i);
         changed++;
     }
     if (changed)

@@ -43,6 +43,8 @@ enum delivery_outcome {
     EVENT_OPEN = 6,
     EVENT_CLICK = 7,
     EVENT_UNSUBSCRIBE = 8,
+    DELIVERY_SUBMITTED = 9, /* SMS: accepted by the SMSC, receipts awaited */
+    EVENT_SMS_RECEIPT = 10, /* SMS: a receipt for one part */
 };
 
 const char *delivery_outcome_name(unsigned outcome);
@@ -74,6 +76,13 @@ int dqueue_apply_release(struct queue_store *s, MDB_txn *txn,
  * event. */
 int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
                         const Sr__DeliveryResult *r);
+
+/* Appends an event (apply only). */
+void dqueue_event(struct queue_store *s, MDB_txn *txn, const Sr__Event *e);
+/* Moves recipient i of m from its state to `to` in the state index and the
+ * counters (m itself is updated; the caller stores it). */
+void dqueue_set_state(struct queue_store *s, MDB_txn *txn, const char *code,
+                      Sr__StoredMessage *m, unsigned i, unsigned to);
 
 /* Moves pending recipient i of message m (code) to due_ms in the due
  * index and in m; the caller stores m (dqueue_put_message). */

@@ -185,6 +185,7 @@ void policy_free(struct policy *p)
         free(p->customers[i].nets);
         free(p->customers[i].source_ip);
         policy_rewrap_free(p->customers[i].rewrap);
+        policy_sms_free(p->customers[i].sms);
         for (unsigned u = 0; u < p->customers[i].n_users; u++) {
             free(p->customers[i].users[u].name);
             free(p->customers[i].users[u].hash);
@@ -207,6 +208,7 @@ void policy_free(struct policy *p)
     }
     free(p->dests);
     policy_tracking_free(p->tracking);
+    policy_smscs_free(p->sms);
     free(p);
 }
 
@@ -306,7 +308,7 @@ static const char *const customer_keys[] = {
     "name",           "networks",    "max_sessions", "max_message_size",
     "max_recipients", "require_tls", "users",        "require_auth",
     "listen_port",    "max_queued",  "source_ip",    "per_second",
-    "per_hour",       "rewrap",
+    "per_hour",       "rewrap",      "sms",
 };
 
 /* "users": [{"name": "...", "password": "pbkdf2-sha256$..."}] */
@@ -433,6 +435,10 @@ static int parse_customer(json_t *obj, unsigned idx, struct policy_customer *c,
     c->max_queued = (unsigned)queued;
     c->per_second = (unsigned)per_second;
     c->per_hour = (unsigned)per_hour;
+    if (json_object_get(obj, "sms") != NULL &&
+        (rc = policy_sms_parse(json_object_get(obj, "sms"), idx, &c->sms, err,
+                               errlen)) != 0)
+        return rc;
     if (json_object_get(obj, "rewrap") != NULL &&
         (rc = policy_rewrap_parse(json_object_get(obj, "rewrap"), idx,
                                   &c->rewrap, err, errlen)) != 0)
@@ -847,7 +853,8 @@ static int parse_root(json_t *root, struct policy *p, char *err, size_t errlen)
     {
         if (strcmp(key, "customers") != 0 && strcmp(key, "routes") != 0 &&
             strcmp(key, "destinations") != 0 && strcmp(key, "global") != 0 &&
-            strcmp(key, "tracking") != 0) {
+            strcmp(key, "tracking") != 0 && strcmp(key, "smscs") != 0 &&
+            strcmp(key, "sms_routes") != 0) {
             char shown[80];
             sr_sanitize(shown, sizeof shown, key, strlen(key));
             return sr_err(err, errlen, SR_EINVAL, "%s: unknown key", shown);
@@ -878,6 +885,10 @@ static int parse_root(json_t *root, struct policy *p, char *err, size_t errlen)
         rc = parse_dests(json_object_get(root, "destinations"), p, err, errlen);
     if (rc == 0)
         rc = parse_global(json_object_get(root, "global"), p, err, errlen);
+    if (rc == 0)
+        rc = policy_smscs_parse(json_object_get(root, "smscs"),
+                                json_object_get(root, "sms_routes"), &p->sms,
+                                err, errlen);
     if (rc == 0 && json_object_get(root, "tracking") != NULL)
         rc = policy_tracking_parse(json_object_get(root, "tracking"),
                                    &p->tracking, err, errlen);

@@ -38,6 +38,7 @@
 #include <sys/socket.h>
 
 #include "queue/policy_rewrap.h"
+#include "queue/policy_sms.h"
 
 struct policy_net {
     int family;       /* AF_INET or AF_INET6 */
@@ -75,6 +76,7 @@ struct policy_customer {
     unsigned per_second;  /* 0 = no limit; messages sent per second and */
     unsigned per_hour;    /* per hour, cluster-wide (engine/rates.h) */
     struct policy_rewrap *rewrap; /* NULL: mail goes out as received */
+    struct policy_sms *sms;       /* NULL: no email-to-SMS */
 };
 
 /* A transport override for a destination domain (like Postfix's
@@ -125,6 +127,7 @@ struct policy {
     struct policy_dest *dests;
     unsigned n_dests;
     struct policy_tracking *tracking; /* NULL: none (queue/policy_rewrap.h) */
+    struct policy_smsc_set *sms;      /* never NULL after parsing */
     unsigned global_per_second;       /* 0 = none; the general throttling
                                          agreement: messages per second sent by
                                          the whole cluster */

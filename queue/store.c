@@ -15,6 +15,7 @@
 #include "queue/dqueue.h"
 #include "queue/policy.h"
 #include "queue/qaction.h"
+#include "queue/smsq.h"
 #include "queue/tbucket.h"
 #include "queue/store_int.h"
 
@@ -25,7 +26,7 @@ static const char *const db_names[DB_COUNT] = {
 
 static const char *const state_names[RCPT_STATE_MAX] = {
     "queued",  "inflight", "deferred",    "delivered", "bounced",
-    "expired", "held",     "quarantined", "suppressed"};
+    "expired", "held",     "quarantined", "suppressed", "submitted"};
 
 const char *queue_rcpt_state_name(unsigned state)
 {
@@ -296,6 +297,9 @@ void queue_store_apply(struct queue_store *s, uint64_t index,
             break;
         case SR__OP__OP_TRACK_EVENT:
             st = dqueue_apply_track(s, txn, e->time_ms, op->track_event);
+            break;
+        case SR__OP__OP_SMS_RECEIPT:
+            st = smsq_apply_receipt(s, txn, e->time_ms, op->sms_receipt);
             break;
         case SR__OP__OP_QUEUE_ACTION:
             st = qaction_apply(s, txn, e->time_ms, op->queue_action);

@@ -38,7 +38,8 @@ enum rcpt_state {
     RCPT_HELD = 6,
     RCPT_QUARANTINED = 7,
     RCPT_SUPPRESSED = 8, /* the customer's suppression list has it */
-    RCPT_STATE_MAX = 9
+    RCPT_SUBMITTED = 9,  /* SMS handed to an SMSC, receipts awaited */
+    RCPT_STATE_MAX = 10
 };
 
 const char *queue_rcpt_state_name(unsigned state);

@@ -15,6 +15,7 @@
 #include "engine/mx.h"
 #include "engine/prepare.h"
 #include "engine/rates.h"
+#include "engine/sms.h"
 #include "engine/suspend.h"
 #include "engine/shards.h"
 #include "gateways/smtp_client.h"
@@ -82,7 +83,11 @@ struct job {
     int suppressed;    /* its recipients are on the suppression list */
     int rewrap;        /* re-wrap and sign before sending (engine/prepare.h) */
     char *note;        /* what the re-wrap skipped, for the results */
-    unsigned shard;    /* of its destination domain */
+    int sms;           /* an SMS recipient (engine/sms.h) */
+    char smsc[33];     /* submitted: where */
+    char **sms_ids;    /* submitted: message id of each part */
+    size_t n_sms_ids;
+    unsigned shard; /* of its destination domain */
 };
 
 /* A delivery target: one address of one host. */
@@ -129,6 +134,7 @@ struct deliver {
     struct suspend *suspend; /* destination suspensions (engine/suspend.h) */
     struct ssl_ctx_st *tls;  /* shared by every outbound connection */
     struct prepare *prepare; /* re-wrap + DKIM on workers */
+    struct sms_engine *sms;  /* SMPP binds and SMS sends */
     struct inflight *inflight[INFLIGHT_BUCKETS];
     unsigned n_inflight;
     struct dest *dests;
@@ -214,6 +220,9 @@ static void job_free(struct job *j)
     }
     free(j->code);
     free(j->note);
+    for (size_t i = 0; i < j->n_sms_ids; i++)
+        free(j->sms_ids[i]);
+    free(j->sms_ids);
     free(j->sender);
     free(j->customer);
     free(j->idx);
@@ -287,6 +296,11 @@ static void record(struct job *j)
         r.bounce_class = (char *)(j->klass[i] ? j->klass[i] : "");
         r.sends = i == 0 && j->sent ? 1 : 0;
         r.postponed = j->postponed != 0;
+        if (j->outcome[i] == DELIVERY_SUBMITTED) {
+            r.smsc = j->smsc;
+            r.sms_ids = j->sms_ids;
+            r.n_sms_ids = j->n_sms_ids;
+        }
         Sr__Op op = SR__OP__INIT;
         op.op_case = SR__OP__OP_DELIVERY_RESULT;
         op.delivery_result = &r;
@@ -946,10 +960,55 @@ static void prepared(void *ud, const struct prepare_out *out)
     dest_pump(j->dest);
 }
 
+static void sms_done(void *ud, const struct sms_outcome *o)
+{
+    struct job *j = ud;
+    struct deliver *d = j->d;
+    d->io--;
+    if (d->stopping) {
+        job_free(j);
+        return;
+    }
+    snprintf(j->mx, sizeof j->mx, "%s", o->smsc[0] ? o->smsc : "none");
+    if (o->outcome == DELIVERY_SUBMITTED) {
+        j->sms_ids = calloc(o->n_ids ? o->n_ids : 1, sizeof *j->sms_ids);
+        for (size_t i = 0; j->sms_ids && i < o->n_ids; i++)
+            if ((j->sms_ids[i] = strdup(o->ids[i])) != NULL)
+                j->n_sms_ids = i + 1;
+        if (j->sms_ids == NULL || j->n_sms_ids != o->n_ids) {
+            set_outcome(j, 0, SMTP_TEMPFAIL, "451 4.3.0 out of memory");
+        } else {
+            snprintf(j->smsc, sizeof j->smsc, "%s", o->smsc);
+            j->outcome[0] = DELIVERY_SUBMITTED;
+            j->klass[0] = "";
+            free(j->reply[0]);
+            j->reply[0] = strdup(o->reply);
+            LOG_INFO("code=%s event=sms_submitted to=<%s> smsc=%s parts=%zu",
+                     j->code, j->rcpts[0], o->smsc, o->n_ids);
+        }
+    } else {
+        set_outcome(j, 0,
+                    o->outcome == DELIVERY_BOUNCED ? SMTP_PERMFAIL
+                                                   : SMTP_TEMPFAIL,
+                    o->reply);
+    }
+    record(j);
+}
+
 static void job_ready(struct job *j)
 {
     struct dest *ds = j->dest;
     struct deliver *d = j->d;
+    if (j->sms) {
+        if (sms_send(d->sms, d->deps.policy(d->deps.ud), j->customer, j->code,
+                     j->rcpts[0], j->idx[0], j->body, j->len, sms_done,
+                     j) == 0) {
+            d->io++;
+            return;
+        }
+        job_fail_all(j, SMTP_TEMPFAIL, "451 4.3.0 cannot start the SMS");
+        return;
+    }
     if (j->rewrap) {
         j->rewrap = 0;
         const struct policy *pol = d->deps.policy(d->deps.ud);
@@ -1103,10 +1162,20 @@ static void make_jobs(struct deliver *d, const struct due *items, size_t n)
     const struct policy_customer *cu = policy_find(pol, a->customer);
     /* re-wrapped mail is made per recipient (VERP, tokens) */
     bool per_rcpt = cu && cu->rewrap && pol->tracking;
-    for (size_t i = 0; i < n; i++)
-        if (items[i].rcpt < m->n_rcpts)
-            supp[i] = dqueue_suppressed(d->deps.store, a->customer,
-                                        m->rcpts[items[i].rcpt]->address);
+    bool *smsr = calloc(n, sizeof *smsr);
+    if (smsr == NULL) {
+        free(taken);
+        free(supp);
+        sr__stored_message__free_unpacked(m, NULL);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].rcpt >= m->n_rcpts)
+            continue;
+        const char *addr = m->rcpts[items[i].rcpt]->address;
+        supp[i] = dqueue_suppressed(d->deps.store, a->customer, addr);
+        smsr[i] = sms_is_rcpt(pol, a->customer, addr);
+    }
     for (size_t i = 0; i < n; i++) {
         if (taken[i] || items[i].rcpt >= m->n_rcpts)
             continue;
@@ -1156,11 +1225,13 @@ static void make_jobs(struct deliver *d, const struct due *items, size_t n)
         if (a->digest.len == sizeof j->digest)
             memcpy(j->digest, a->digest.data, sizeof j->digest);
         j->suppressed = supp[i];
-        j->rewrap = per_rcpt && !supp[i];
+        j->sms = smsr[i] && !supp[i];
+        j->rewrap = per_rcpt && !supp[i] && !smsr[i];
         for (size_t x = i; x < n; x++) {
-            if (per_rcpt && j->n > 0)
+            if ((per_rcpt || smsr[i]) && j->n > 0)
                 break;
-            if (taken[x] || items[x].rcpt >= m->n_rcpts || supp[x] != supp[i])
+            if (taken[x] || items[x].rcpt >= m->n_rcpts || supp[x] != supp[i] ||
+                smsr[x] != smsr[i])
                 continue;
             const char *dx = domain_of(m->rcpts[items[x].rcpt]->address);
             if (strcasecmp(dx, dom) != 0)
@@ -1190,6 +1261,7 @@ static void make_jobs(struct deliver *d, const struct due *items, size_t n)
     }
     free(taken);
     free(supp);
+    free(smsr);
     sr__stored_message__free_unpacked(m, NULL);
 }
 
@@ -1329,6 +1401,7 @@ static void tick(uv_timer_t *t)
     if (d->stopping || !d->deps.cfg->delivery_enabled)
         return;
     settle(d);
+    sms_engine_policy(d->sms, d->deps.policy(d->deps.ud));
     /* throttled destinations wait for their budget: pump them again */
     for (struct dest *ds = d->dests, *next; ds; ds = next) {
         next = ds->next;
@@ -1389,8 +1462,10 @@ int deliver_start(const struct deliver_deps *deps, struct deliver **out,
     d->suspend = suspend_new(deps->store, deps->rn, deps->cfg->node_id);
     d->tls = smtp_client_tls_ctx();
     d->prepare = prepare_new();
+    d->sms = sms_engine_new(deps->loop, deps->rn, d->rates, deps->cfg->node_id);
     if (d->rates == NULL || d->suspend == NULL || d->tls == NULL ||
-        d->prepare == NULL) {
+        d->prepare == NULL || d->sms == NULL) {
+        sms_engine_free(d->sms);
         prepare_free(d->prepare);
         SSL_CTX_free(d->tls);
         rates_free(d->rates);
@@ -1454,6 +1529,8 @@ void deliver_stop(struct deliver *d)
     d->rates = NULL;
     suspend_free(d->suspend);
     d->suspend = NULL;
+    sms_engine_free(d->sms); /* its sends call back: jobs end */
+    d->sms = NULL;
     SSL_CTX_free(d->tls); /* connections hold their own references */
     d->tls = NULL;
     /* Jobs waiting for a retry of their record: dropped (still due in the

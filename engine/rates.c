@@ -149,6 +149,22 @@ struct need {
     uint32_t burst;
 };
 
+bool rates_take_scope(struct rates *r, const char *scope, uint64_t per_hour,
+                      uint32_t burst, uint64_t now_ms)
+{
+    struct scope *s = scope_get(r, scope);
+    if (s == NULL)
+        return false;
+    if (s->tokens && now_ms >= s->expires_ms)
+        s->tokens = 0;
+    if (s->tokens == 0) {
+        ask(r, s, per_hour, burst, now_ms);
+        return false;
+    }
+    s->tokens--;
+    return true;
+}
+
 bool rates_take(struct rates *r, const struct policy *p, const char *customer,
                 uint64_t now_ms)
 {

@@ -39,4 +39,9 @@ void rates_free(struct rates *r);
 bool rates_take(struct rates *r, const struct policy *p, const char *customer,
                 uint64_t now_ms);
 
+/* One token of a scope of its own (e.g. "smsc:NAME" for an SMSC's
+ * contractual rate): per_hour refill, burst bucket size. */
+bool rates_take_scope(struct rates *r, const char *scope, uint64_t per_hour,
+                      uint32_t burst, uint64_t now_ms);
+
 #endif

@@ -103,8 +103,8 @@ static void drop(struct smpp_client *c, const char *reason)
     c->st = C_IDLE;
     uint64_t j = (uint64_t)rand() % (c->backoff_ms / 2 + 1);
     c->retry_at = uv_now(c->loop) + c->backoff_ms / 2 + j;
-    c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
-                                                       : c->backoff_ms * 2;
+    c->backoff_ms =
+        c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
     LOG_WARN("event=smpp_down smsc=%s address=%s reason=\"%s\" retry_ms=%llu",
              c->name, c->address, reason,
              (unsigned long long)(c->retry_at - uv_now(c->loop)));
@@ -256,8 +256,8 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         struct smpp_hdr h;
         uint32_t nack;
         char err[SR_ERRMSG_SIZE];
-        int rc = smpp_pdu_frame(c->rbuf, c->rlen, 0, &h, &nack, err,
-                                sizeof err);
+        int rc =
+            smpp_pdu_frame(c->rbuf, c->rlen, 0, &h, &nack, err, sizeof err);
         if (rc == SMPP_FRAME_MORE)
             break;
         if (rc != SMPP_FRAME_PDU) {
@@ -312,8 +312,8 @@ static void dial(struct smpp_client *c)
     c->st = C_CONNECTING;
     c->creq.data = c;
     c->bind_deadline = uv_now(c->loop) + c->o.resp_timeout_ms;
-    int rc = uv_tcp_connect(&c->creq, c->tcp, (struct sockaddr *)&c->ss,
-                            connected);
+    int rc =
+        uv_tcp_connect(&c->creq, c->tcp, (struct sockaddr *)&c->ss, connected);
     if (rc != 0)
         drop(c, uv_strerror(rc));
 }
@@ -395,8 +395,8 @@ int smpp_client_new(uv_loop_t *loop, const struct smpp_client_opts *o,
          uv_ip6_addr(host, port, (struct sockaddr_in6 *)&c->ss) != 0)) {
         free(c->rbuf);
         free(c);
-        return sr_err(err, errlen, SR_EINVAL,
-                      "smsc address %s: want ip:port", o->address);
+        return sr_err(err, errlen, SR_EINVAL, "smsc address %s: want ip:port",
+                      o->address);
     }
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
@@ -448,8 +448,8 @@ int smpp_client_submit(struct smpp_client *c, const struct smpp_sm *m,
     uint8_t out[SMPP_PACK_MAX];
     size_t len;
     uint32_t seq = next_seq(c);
-    int rc = smpp_pdu_pack_submit_sm(seq, m, out, sizeof out, &len, err,
-                                     errlen);
+    int rc =
+        smpp_pdu_pack_submit_sm(seq, m, out, sizeof out, &len, err, errlen);
     if (rc != 0)
         return rc;
     struct pending *p = calloc(1, sizeof *p);

@@ -29,10 +29,10 @@
 struct smpp_client;
 
 struct smpp_client_opts {
-    const char *name;       /* for logs: the SMSC's name in the policy */
-    const char *address;    /* "ip:port" or "[ipv6]:port" */
-    const char *system_id;  /* at most 15 */
-    const char *password;   /* at most 8 */
+    const char *name;      /* for logs: the SMSC's name in the policy */
+    const char *address;   /* "ip:port" or "[ipv6]:port" */
+    const char *system_id; /* at most 15 */
+    const char *password;  /* at most 8 */
     const char *system_type;
     unsigned window;          /* submits without response; default 10 */
     unsigned resp_timeout_ms; /* default 10000 */

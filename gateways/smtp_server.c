@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "gateways/auth.h"
+#include "engine/sms_text.h"
 #include "gateways/smtp_session.h"
 #include "node/errors.h"
 #include "node/log.h"
@@ -53,6 +54,25 @@ struct smtp_server {
 };
 
 static void conn_close(struct conn *c);
+/* A recipient in one of the customer's SMS domains must be a phone
+ * number (engine/sms_text.h). */
+static const char *s_rcpt_check(void *ud, const char *addr)
+{
+    struct conn *c = ud;
+    const struct smtp_server_deps *d = &c->srv->d;
+    const struct policy_customer *cu =
+        policy_find(d->policy(d->ud), c->customer);
+    const char *at = strrchr(addr, '@');
+    if (cu == NULL || cu->sms == NULL || at == NULL ||
+        !policy_sms_domain(cu->sms, at + 1))
+        return NULL;
+    char e164[SMS_E164_SIZE];
+    if (sms_e164_normalize(addr, (size_t)(at - addr), e164, NULL, 0) != 0)
+        return "550 5.1.3 Not a valid mobile number (E.164, at most 15 "
+               "digits)";
+    return NULL;
+}
+
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void srv_unref(struct smtp_server *srv);
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
@@ -403,8 +423,8 @@ static void on_connection(uv_stream_t *server, int status)
     lim.auth_enabled = cu != NULL && cu->n_users > 0 && srv->d.tls != NULL;
     lim.auth_required = cu != NULL && cu->require_auth;
     lim.tls_required = cu != NULL && cu->require_tls;
-    struct smtp_callbacks cb = {c,      s_write, s_starttls,    s_message,
-                                s_auth, s_close, s_mail_allowed};
+    struct smtp_callbacks cb = {c,      s_write, s_starttls,     s_message,
+                                s_auth, s_close, s_mail_allowed, s_rcpt_check};
     c->s = smtp_session_new(cfg->hostname, &lim, &cb);
     if (c->s == NULL) {
         conn_close(c);

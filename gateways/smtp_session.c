@@ -717,6 +717,7 @@ static bool add_rcpt(struct smtp_session *s, const char *addr)
 static void cmd_rcpt(struct smtp_session *s, char *arg)
 {
     char addr[SMTP_MAX_PATH + 1], *rest;
+    const char *refusal;
     enum path_result r;
 
     if (!s->has_mail) {
@@ -741,6 +742,9 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
         emit_bad(s, "555 5.5.4 Unsupported RCPT parameter");
     } else if (s->n_rcpts >= s->lim.max_recipients) {
         emit(s, "452 4.5.3 Too many recipients");
+    } else if (s->cb.rcpt_check != NULL &&
+               (refusal = s->cb.rcpt_check(s->cb.ud, addr)) != NULL) {
+        emit(s, "%s", refusal);
     } else if (!add_rcpt(s, addr)) {
         emit(s, "452 4.3.1 Insufficient system storage");
     } else {

@@ -99,6 +99,9 @@ struct smtp_callbacks {
     /* Optional: false refuses MAIL with 452 4.3.1 (the outbound queue is
      * over its high-water mark; the client retries later). */
     bool (*mail_allowed)(void *ud);
+    /* Optional: NULL accepts the recipient, else the reply line that
+     * refuses it (a static string, e.g. "550 5.1.3 ..."). */
+    const char *(*rcpt_check)(void *ud, const char *addr);
 };
 
 /* Returns a new session or NULL (out of memory). hostname is used in the

@@ -293,8 +293,8 @@ void dqueue_set_state(struct queue_store *s, MDB_txn *txn, const char *code,
         state_key(sk, sizeof sk, rc->state, code, i));
     store_count_add(s, txn, count_name(rc->state), -1);
     rc->state = to;
-    store_put(txn, s->dbi[DB_IDX_STATE], sk, state_key(sk, sizeof sk, to, code, i),
-              "", 0);
+    store_put(txn, s->dbi[DB_IDX_STATE], sk,
+              state_key(sk, sizeof sk, to, code, i), "", 0);
     store_count_add(s, txn, count_name(to), 1);
 }
 

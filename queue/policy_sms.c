@@ -40,9 +40,9 @@ static int unknown_keys(json_t *o, const char *const *keys, const char *where,
     return 0;
 }
 
-static int get_uint(json_t *o, const char *key, const char *where,
-                    unsigned min, unsigned max, unsigned dflt, unsigned *out,
-                    char *err, size_t errlen)
+static int get_uint(json_t *o, const char *key, const char *where, unsigned min,
+                    unsigned max, unsigned dflt, unsigned *out, char *err,
+                    size_t errlen)
 {
     json_t *v = json_object_get(o, key);
     if (v == NULL) {
@@ -72,8 +72,8 @@ static int id_format(json_t *o, const char *key, const char *where,
     else if (s && strcmp(s, "asis") == 0)
         *out = POLICY_ID_ASIS;
     else
-        return sr_err(err, errlen, SR_EINVAL,
-                      "%s.%s: must be hex, dec or asis", where, key);
+        return sr_err(err, errlen, SR_EINVAL, "%s.%s: must be hex, dec or asis",
+                      where, key);
     return 0;
 }
 
@@ -120,8 +120,8 @@ static int parse_smsc(json_t *o, unsigned i, struct policy_smsc *c, char *err,
     c->sar = concat && strcmp(concat, "sar") == 0;
     rc = get_uint(o, "window", where, 1, 1000, 10, &c->window, err, errlen);
     if (rc == 0)
-        rc = get_uint(o, "per_second", where, 0, 100000, 0, &c->per_second,
-                      err, errlen);
+        rc = get_uint(o, "per_second", where, 0, 100000, 0, &c->per_second, err,
+                      errlen);
     if (rc == 0)
         rc = id_format(o, "id_format", where, POLICY_ID_ASIS, &c->id_format,
                        err, errlen);
@@ -137,7 +137,8 @@ static int parse_smsc(json_t *o, unsigned i, struct policy_smsc *c, char *err,
                       "or both numeric",
                       where);
     if (!(c->name = strdup(name)) || !(c->host = strdup(host)) ||
-        !(c->system_id = strdup(sid)) || !(c->password = strdup(pw ? pw : "")) ||
+        !(c->system_id = strdup(sid)) ||
+        !(c->password = strdup(pw ? pw : "")) ||
         !(c->system_type = strdup(st ? st : "")))
         return sr_err(err, errlen, SR_ENOMEM, "out of memory");
     return 0;
@@ -276,7 +277,7 @@ void policy_smscs_free(struct policy_smsc_set *s)
 }
 
 static const char *const sms_keys[] = {
-    "domains",  "sender",   "sender_from",      "subject",
+    "domains",   "sender",   "sender_from",      "subject",
     "max_parts", "too_long", "signature_marker", NULL};
 
 int policy_sms_parse(json_t *o, unsigned idx, struct policy_sms **out,
@@ -313,21 +314,21 @@ int policy_sms_parse(json_t *o, unsigned idx, struct policy_sms **out,
     const char *sender = json_string_value(json_object_get(o, "sender"));
     if (rc == 0 && json_object_get(o, "sender") != NULL &&
         !printable(sender, 1, 20))
-        rc = sr_err(err, errlen, SR_EINVAL,
-                    "%s.sender: 1 to 20 characters (11 if alphanumeric)",
-                    where);
+        rc =
+            sr_err(err, errlen, SR_EINVAL,
+                   "%s.sender: 1 to 20 characters (11 if alphanumeric)", where);
     if (rc == 0 && sender && (s->sender = strdup(sender)) == NULL)
         rc = sr_err(err, errlen, SR_ENOMEM, "out of memory");
     const char *sf = json_string_value(json_object_get(o, "sender_from"));
     if (rc == 0 && json_object_get(o, "sender_from") != NULL &&
         (sf == NULL || (strcmp(sf, "policy") && strcmp(sf, "from"))))
-        rc = sr_err(err, errlen, SR_EINVAL,
-                    "%s.sender_from: policy or from", where);
+        rc = sr_err(err, errlen, SR_EINVAL, "%s.sender_from: policy or from",
+                    where);
     s->sender_from_header = sf && strcmp(sf, "from") == 0;
     if (rc == 0 && !s->sender_from_header && s->sender == NULL)
-        rc = sr_err(err, errlen, SR_EINVAL,
-                    "%s.sender: required unless sender_from is \"from\"",
-                    where);
+        rc =
+            sr_err(err, errlen, SR_EINVAL,
+                   "%s.sender: required unless sender_from is \"from\"", where);
     const char *subj = json_string_value(json_object_get(o, "subject"));
     if (rc == 0 && json_object_get(o, "subject") != NULL) {
         if (subj && strcmp(subj, "ignore") == 0)

@@ -46,8 +46,11 @@ struct policy_sms_route {
     unsigned n_hops;
 };
 
-enum policy_sms_subject { SMS_SUBJECT_IGNORE, SMS_SUBJECT_PREPEND,
-                          SMS_SUBJECT_SENDER };
+enum policy_sms_subject {
+    SMS_SUBJECT_IGNORE,
+    SMS_SUBJECT_PREPEND,
+    SMS_SUBJECT_SENDER
+};
 
 struct policy_sms {
     char **domains;

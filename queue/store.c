@@ -25,7 +25,7 @@ static const char *const db_names[DB_COUNT] = {
 #define SNAP_MAGIC "SRS1"
 
 static const char *const state_names[RCPT_STATE_MAX] = {
-    "queued",  "inflight", "deferred",    "delivered", "bounced",
+    "queued",  "inflight", "deferred",    "delivered",  "bounced",
     "expired", "held",     "quarantined", "suppressed", "submitted"};
 
 const char *queue_rcpt_state_name(unsigned state)

@@ -1,0 +1,195 @@
+"""Email to SMS end to end: mail to +NUMBER@<an SMS domain> is converted,
+encoded (GSM 03.38 with its extension table, or UCS-2), split with a UDH
+or sar_* TLVs, and submitted over SMPP to an SMSC simulator built on the
+npm `smpp` package (tests/integration/smsc/); its delivery receipts, on
+whichever node's bind they arrive, make the recipient delivered on every
+node."""
+import smtplib
+import time
+
+import pytest
+
+from smsc import smsc  # noqa: F401
+from smtp_util import code_of, send
+from test_delivery import apply_policy, wait_states  # noqa: F401
+
+FAST = {"enabled": "true", "retry_min_s": 1, "retry_max_s": 2}
+
+
+def sms_policy(*smscs, sender="ACME", concat="udh", max_parts=5,
+               too_long=None, routes=None):
+    cust = {"domains": ["sms.example.net"], "sender": sender,
+            "max_parts": max_parts}
+    if too_long:
+        cust["too_long"] = too_long
+    return {
+        "customers": [{"name": "default", "networks": ["127.0.0.1/32"],
+                       "sms": cust}],
+        "smscs": [{"name": name, "host": s.address, "system_id": "esme",
+                   "password": "secret", "id_format": "hex",
+                   "receipt_id_format": "dec", "concat": concat}
+                  for name, s in smscs],
+        "sms_routes": routes or [{"prefix": "+", "smscs": [
+            {"name": name, "priority": i + 1}
+            for i, (name, _) in enumerate(smscs)]}]}
+
+
+def mail(text, subject="hi", charset="utf-8"):
+    return ("From: shop@acme.example\r\nTo: x@sms.example.net\r\n"
+            "Subject: %s\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=%s\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\n%s\r\n"
+            % (subject, charset, text)).encode("utf-8")
+
+
+GSM = {c: i for i, c in enumerate(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")}
+GSM_EXT = {"^": 0x14, "{": 0x28, "}": 0x29, "\\": 0x2F, "[": 0x3C, "~": 0x3D,
+           "]": 0x3E, "|": 0x40, "€": 0x65, "\f": 0x0A}
+
+
+def gsm(text):
+    out = bytearray()
+    for c in text:
+        if c in GSM:
+            out.append(GSM[c])
+        else:
+            out += bytes([0x1B, GSM_EXT[c]])
+    return bytes(out)
+
+
+def events(node, code):
+    st, ev = node.api("GET", "/v1/events?after=0&limit=1000")
+    return [e for e in ev["events"] if e["code"] == code]
+
+
+@pytest.fixture
+def setup(make_cluster, smsc):  # noqa: F811
+    def make(n_smsc=1, **kw):
+        sims = [smsc(id_format="hex", receipt_id_format="dec")
+                for _ in range(n_smsc)]
+        c = make_cluster(n=3, delivery=FAST).start()
+        names = ["smsc-%s" % chr(ord("a") + i) for i in range(n_smsc)]
+        apply_policy(c, sms_policy(*zip(names, sims), **kw))
+        for s in sims:
+            s.wait_sessions(3)  # every node binds
+        return c, sims
+    return make
+
+
+def test_gsm_text_becomes_one_sms_and_its_receipt_delivers_it(setup):
+    c, (s,) = setup()
+    # a number that is not E.164 is refused at RCPT
+    cl = smtplib.SMTP("127.0.0.1", c.nodes[0].smtp_port, timeout=10)
+    cl.ehlo("t")
+    cl.mail("shop@acme.example")
+    code, text = cl.rcpt("12@sms.example.net")
+    assert code == 550 and b"5.1.3" in text, (code, text)
+    code, text = cl.rcpt("0039333.1234567@sms.example.net")
+    assert code == 250
+    cl.quit()
+    body = "Sale {today} only: 10€ off [code ~A^B]"
+    code = code_of(send(c.nodes[1].smtp_port, sender="shop@acme.example",
+                        rcpts=("+393331234567@sms.example.net",),
+                        msg=mail(body))[1])
+    (sub,) = s.wait_submits(1)
+    assert sub["source_addr"] == "ACME"
+    assert (sub["source_addr_ton"], sub["source_addr_npi"]) == (5, 0)
+    assert sub["destination_addr"] == "393331234567"
+    assert (sub["dest_addr_ton"], sub["dest_addr_npi"]) == (1, 1)
+    assert sub["data_coding"] == 0 and sub["esm_class"] & 0x40 == 0
+    assert sub["registered_delivery"] & 1
+    assert bytes.fromhex(sub["short_message"]) == gsm(body)
+    # the receipt (decimal id for a hex submit id) delivers it everywhere
+    for n in c.nodes:
+        rs = wait_states(n, code, ["delivered"])
+        assert "all 1 parts" in rs[0]["last_reply"] or \
+            "delivered" in rs[0]["last_reply"], rs
+    types = [e["type"] for e in events(c.nodes[0], code)]
+    assert types == ["submitted", "receipt", "delivered"], types
+    out = c.nodes[2].ctl("message", "show", code).stdout
+    assert "delivered" in out
+
+
+@pytest.mark.parametrize("concat", ["udh", "sar"])
+def test_long_texts_are_split_gsm_and_ucs2(setup, concat):
+    c, (s,) = setup(concat=concat)
+    long_gsm = "".join("line %03d ok. " % i for i in range(50))[:600]  # 4 pt
+    ucs2 = "Привет, мир! " * 10  # 130 UCS-2 units: 2 parts of 67
+    c1 = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
+                      rcpts=("+4915112345678@sms.example.net",),
+                      msg=mail(long_gsm))[1])
+    subs = s.wait_submits(4)
+    assert len(subs) == 4
+    c2 = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
+                      rcpts=("+4915112345679@sms.example.net",),
+                      msg=mail(ucs2))[1])
+    subs = s.wait_submits(6)
+    g = [x for x in subs if x["destination_addr"] == "4915112345678"]
+    u = [x for x in subs if x["destination_addr"] == "4915112345679"]
+    assert len(g) == 4 and len(u) == 2
+    assert {x["data_coding"] for x in g} == {0}
+    assert {x["data_coding"] for x in u} == {8}
+    text = b""
+    for i, x in enumerate(g):
+        sm = bytes.fromhex(x["short_message"])
+        if concat == "udh":
+            assert x["esm_class"] & 0x40
+            assert sm[:3] == b"\x05\x00\x03" and sm[4:6] == bytes([4, i + 1])
+            sm = sm[6:]
+        else:
+            assert x["esm_class"] & 0x40 == 0
+            assert (x["sar_total_segments"], x["sar_segment_seqnum"]) == \
+                (4, i + 1)
+        assert len(sm) <= 153
+        text += sm
+    assert text == gsm(long_gsm)
+    utext = b""
+    for x in u:
+        sm = bytes.fromhex(x["short_message"])
+        if concat == "udh":
+            sm = sm[6:]
+        assert len(sm) <= 134
+        utext += sm
+    assert utext.decode("utf-16-be") == ucs2.rstrip()
+    for code in (c1, c2):
+        wait_states(c.nodes[1], code, ["delivered"])
+    ev = events(c.nodes[0], c1)
+    assert [e["type"] for e in ev].count("receipt") == 4
+
+
+def test_receipt_before_the_response_and_throttling(setup):
+    c, (s,) = setup()
+    s.mode(receipt_before_response=True)
+    code = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
+                        rcpts=("+33612345678@sms.example.net",),
+                        msg=mail("early receipt"))[1])
+    wait_states(c.nodes[0], code, ["delivered"])
+    # throttled: deferred, retried, nothing lost
+    s.mode(receipt_before_response=False, throttle=True)
+    code = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
+                        rcpts=("+33612345679@sms.example.net",),
+                        msg=mail("slow down"))[1])
+    rs = wait_states(c.nodes[0], code, ["deferred"])
+    assert "throttled" in rs[0]["last_reply"], rs
+    s.mode(throttle=False)
+    wait_states(c.nodes[0], code, ["delivered"], timeout=30)
+    accepted = [x for x in s.accepted()
+                if x["destination_addr"] == "33612345679"]
+    assert len(accepted) == 1
+
+
+def test_failover_to_the_next_smsc_and_back(setup):
+    c, (a, b) = setup(n_smsc=2)
+    code = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
+                        rcpts=("+447700900001@sms.example.net",),
+                        msg=mail("via a"))[1])
+    wait_states(c.nodes[0], code, ["delivered"])
+    assert len(a.accepted()) == 1 and b.accepted() == []
+    a.stop()
+    code = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
+                        rcpts=("+447700900002@sms.example.net",),
+                        msg=mail("via b"))[1])
+    wait_states(c.nodes[0], code, ["delivered"], timeout=30)
+    assert [x["destination_addr"] for x in b.accepted()] == ["447700900002"]

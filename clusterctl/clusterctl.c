@@ -90,6 +90,10 @@ static const char usage_text[] =
     "  queue retry CODE|DOMAIN             what waits is due at once\n"
     "  queue bounce CODE [--reason TEXT]   fail what waits (bounce + DSN)\n"
     "  shard list                          delivery shard owners, leases\n"
+    "  sms routes                          SMS routes: each SMSC's state and\n"
+    "                                      messages sent, as the node sees\n"
+    "  sms test NUMBER                     the route and SMSC a message to\n"
+    "                                      NUMBER would take now\n"
     "  events [--after SEQ] [--limit N]    delivery events (delivered,\n"
     "                                      deferred, bounced, expired)\n"
     "  ca create DIR                       new cluster CA in DIR (ca.pem, "
@@ -941,6 +945,67 @@ static int cmd_queue(const struct ctl *ctl, int argc, char **argv,
     return 0;
 }
 
+/* sms routes | sms test NUMBER (GET /v1/sms/...). */
+static int cmd_sms(const struct ctl *ctl, int argc, char **argv)
+{
+    json_t *j;
+    char b[8][256];
+    if (argc == 1 && strcmp(argv[0], "routes") == 0) {
+        int rc = ctl_fetch(ctl, "GET", "/v1/sms/routes", NULL, &j);
+        if (rc != 0 || j == NULL)
+            return rc;
+        struct table t;
+        table_init(&t, 8, "PREFIX", "SMSC", "PRIORITY", "COST", "SHARE",
+                   "BOUND", "PAUSED", "SENT");
+        size_t i;
+        json_t *r;
+        json_array_foreach(json_object_get(j, "routes"), i, r)
+        {
+            table_add(&t, jstr(json_object_get(r, "prefix"), b[0], 256),
+                      jstr(json_object_get(r, "smsc"), b[1], 256),
+                      jstr(json_object_get(r, "priority"), b[2], 256),
+                      jstr(json_object_get(r, "cost"), b[3], 256),
+                      jstr(json_object_get(r, "share"), b[4], 256),
+                      json_is_true(json_object_get(r, "bound")) ? "yes" : "no",
+                      json_is_true(json_object_get(r, "paused")) ? "yes" : "no",
+                      jstr(json_object_get(r, "sent"), b[7], 256));
+        }
+        table_print(&t);
+        json_decref(j);
+        return 0;
+    }
+    if (argc == 2 && strcmp(argv[0], "test") == 0) {
+        char path[200], num[64];
+        size_t k = 0;
+        for (const char *p = argv[1]; *p && k < sizeof num - 4; p++) {
+            if (*p == '+') {
+                memcpy(num + k, "%2B", 3);
+                k += 3;
+            } else if ((*p >= '0' && *p <= '9') || *p == '.' || *p == '-') {
+                num[k++] = *p;
+            } else if (*p != ' ') {
+                return ctl_usage("sms test: \"%s\" is not a phone number",
+                                 argv[1]);
+            }
+        }
+        num[k] = '\0';
+        snprintf(path, sizeof path, "/v1/sms/test?number=%s", num);
+        int rc = ctl_fetch(ctl, "GET", path, NULL, &j);
+        if (rc != 0 || j == NULL)
+            return rc;
+        json_t *smsc = json_object_get(j, "smsc");
+        json_t *route = json_object_get(j, "route");
+        printf("%s: route %s, %s%s\n",
+               jstr(json_object_get(j, "number"), b[0], 256),
+               json_is_string(route) ? json_string_value(route) : "(none)",
+               json_is_string(smsc) ? "via " : "no SMSC available",
+               json_is_string(smsc) ? json_string_value(smsc) : "");
+        json_decref(j);
+        return 0;
+    }
+    return ctl_usage("sms: want \"sms routes\" or \"sms test NUMBER\"");
+}
+
 /* shard list: owners and leases (GET /v1/shards). */
 static int cmd_shard(const struct ctl *ctl, int argc, char **argv)
 {
@@ -1201,6 +1266,8 @@ int main(int argc, char **argv)
         return cmd_policy(&ctl, argc, argv);
     if (strcmp(cmd, "queue") == 0)
         return cmd_queue(&ctl, argc, argv, &qo);
+    if (strcmp(cmd, "sms") == 0)
+        return cmd_sms(&ctl, argc, argv);
     if (strcmp(cmd, "shard") == 0)
         return cmd_shard(&ctl, argc, argv);
     if (strcmp(cmd, "events") == 0)

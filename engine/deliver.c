@@ -1432,6 +1432,11 @@ static void tick(uv_timer_t *t)
 
 /* ---- lifecycle ---- */
 
+struct sms_engine *deliver_sms(struct deliver *d)
+{
+    return d->sms;
+}
+
 bool deliver_busy(void *ud, unsigned shard)
 {
     struct deliver *d = ud;

@@ -73,6 +73,8 @@ void deliver_stop(struct deliver *d);
 /* Whether deliveries of shard are in flight here (jobs not settled):
  * engine/shards.h hands a shard over only when not. */
 bool deliver_busy(void *ud, unsigned shard);
+/* The SMS side (engine/sms.h), for the admin API. */
+struct sms_engine *deliver_sms(struct deliver *d);
 /* New work may be due: scan soon. */
 void deliver_kick(struct deliver *d);
 

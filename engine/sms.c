@@ -48,8 +48,12 @@ struct send {
     bool sender_from_header, truncate;
     enum policy_sms_subject subject;
     unsigned max_parts;
-    char hops[MAX_HOPS][33];
+    struct hop {
+        char name[33];
+        unsigned share;
+    } hops[MAX_HOPS]; /* best first: priority, then cost */
     unsigned n_hops;
+    char prefix[17]; /* the route's */
     /* extraction (worker) */
     struct sms_mime mime;
     int xrc;
@@ -68,7 +72,15 @@ struct send {
     void *ud;
 };
 
+/* Messages this node sent over each (route, SMSC): for shares, status. */
+struct rstat {
+    struct rstat *next;
+    char prefix[17], smsc[33];
+    uint64_t sent;
+};
+
 struct sms_engine {
+    struct rstat *stats;
     uv_loop_t *loop;
     struct rnode *rn;
     struct rates *rates;
@@ -417,12 +429,138 @@ static void pump(uv_timer_t *t)
     }
 }
 
+static int hop_cmp(const void *a, const void *b);
+
 static struct bind *bind_named(struct sms_engine *e, const char *name)
 {
     for (struct bind *b = e->binds; b; b = b->next)
         if (strcmp(b->name, name) == 0)
             return b;
     return NULL;
+}
+
+static struct rstat *rstat_get(struct sms_engine *e, const char *prefix,
+                               const char *smsc)
+{
+    for (struct rstat *r = e->stats; r; r = r->next)
+        if (strcmp(r->prefix, prefix) == 0 && strcmp(r->smsc, smsc) == 0)
+            return r;
+    struct rstat *r = calloc(1, sizeof *r);
+    if (r != NULL) {
+        snprintf(r->prefix, sizeof r->prefix, "%s", prefix);
+        snprintf(r->smsc, sizeof r->smsc, "%s", smsc);
+        r->next = e->stats;
+        e->stats = r;
+    }
+    return r;
+}
+
+static bool usable(struct bind *b, uint64_t now)
+{
+    return b != NULL && smpp_client_bound(b->c) && now >= b->paused_until;
+}
+
+/* The SMSC a message of the route takes now: among the usable ones, the
+ * one furthest below its contractual share (by this node's counts: every
+ * node keeps the shares, so the cluster does), else the first by priority
+ * and cost. count: count the message. */
+static struct bind *choose(struct sms_engine *e, const char *prefix,
+                           const struct hop *hops, unsigned n, uint64_t now,
+                           bool count)
+{
+    uint64_t total = 0;
+    for (unsigned h = 0; h < n; h++) {
+        struct rstat *r = rstat_get(e, prefix, hops[h].name);
+        total += r ? r->sent : 0;
+    }
+    struct bind *best = NULL, *first = NULL;
+    double best_deficit = 0;
+    for (unsigned h = 0; h < n; h++) {
+        struct bind *b = bind_named(e, hops[h].name);
+        if (!usable(b, now))
+            continue;
+        if (first == NULL)
+            first = b;
+        struct rstat *r = rstat_get(e, prefix, hops[h].name);
+        double deficit = hops[h].share / 100.0 * (double)(total + 1) -
+                         (double)(r ? r->sent : 0);
+        if (hops[h].share > 0 && deficit > best_deficit) {
+            best = b;
+            best_deficit = deficit;
+        }
+    }
+    struct bind *b = best ? best : first;
+    if (b != NULL && count) {
+        struct rstat *r = rstat_get(e, prefix, b->name);
+        if (r != NULL)
+            r->sent++;
+    }
+    return b;
+}
+
+static struct bind *pick(struct sms_engine *e, const char *prefix,
+                         const struct hop *hops, unsigned n, uint64_t now)
+{
+    return choose(e, prefix, hops, n, now, true);
+}
+
+/* The hops of route r, best first. */
+static unsigned route_hops(const struct policy *p,
+                           const struct policy_sms_route *r, struct hop *out)
+{
+    struct policy_sms_hop hops[MAX_HOPS];
+    unsigned n = r->n_hops < MAX_HOPS ? r->n_hops : MAX_HOPS;
+    memcpy(hops, r->hops, n * sizeof *hops);
+    qsort(hops, n, sizeof *hops, hop_cmp);
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(out[i].name, sizeof out[i].name, "%s",
+                 p->sms->smscs[hops[i].smsc].name);
+        out[i].share = hops[i].share;
+    }
+    return n;
+}
+
+size_t sms_engine_routes(struct sms_engine *e, const struct policy *p,
+                         void (*fn)(void *ud, const char *prefix,
+                                    const char *smsc, unsigned priority,
+                                    unsigned cost, unsigned share, bool bound,
+                                    bool paused, uint64_t sent),
+                         void *ud)
+{
+    size_t n = 0;
+    uint64_t now = uv_now(e->loop);
+    for (unsigned i = 0; p && p->sms && i < p->sms->n_routes; i++) {
+        const struct policy_sms_route *r = &p->sms->routes[i];
+        for (unsigned h = 0; h < r->n_hops; h++) {
+            const char *name = p->sms->smscs[r->hops[h].smsc].name;
+            struct bind *b = bind_named(e, name);
+            struct rstat *st = rstat_get(e, r->prefix, name);
+            fn(ud, r->prefix, name, r->hops[h].priority, r->hops[h].cost,
+               r->hops[h].share, b && smpp_client_bound(b->c),
+               b && now < b->paused_until, st ? st->sent : 0);
+            n++;
+        }
+    }
+    return n;
+}
+
+int sms_engine_test(struct sms_engine *e, const struct policy *p,
+                    const char *number, char *e164, char *prefix, size_t plen,
+                    char *smsc, size_t slen)
+{
+    prefix[0] = smsc[0] = '\0';
+    if (sms_e164_normalize(number, strlen(number), e164, NULL, 0) != 0)
+        return SR_EINVAL;
+    const struct policy_sms_route *r =
+        p && p->sms ? policy_sms_route_for(p->sms, e164) : NULL;
+    if (r == NULL)
+        return SR_ENOTFOUND;
+    snprintf(prefix, plen, "%s", r->prefix);
+    struct hop hops[MAX_HOPS];
+    unsigned n = route_hops(p, r, hops);
+    struct bind *b = choose(e, r->prefix, hops, n, uv_now(e->loop), false);
+    snprintf(smsc, slen, "%s", b ? b->name : "");
+    return b ? 0 : SR_ENOTFOUND;
 }
 
 static void extract(uv_work_t *req)
@@ -473,14 +611,10 @@ static void start(struct send *s)
     memcpy(text + n, s->mime.text, tl);
     n += tl;
     n = sms_text_prepare(text, n, s->marker);
-    /* the route: bound SMSCs of the longest prefix, by priority, cost */
-    s->b = NULL;
+    /* the route: bound SMSCs of the longest prefix (shares, priority,
+     * cost) */
     uint64_t now = uv_now(e->loop);
-    for (unsigned h = 0; h < s->n_hops && s->b == NULL; h++) {
-        struct bind *b = bind_named(e, s->hops[h]);
-        if (b && smpp_client_bound(b->c) && now >= b->paused_until)
-            s->b = b;
-    }
+    s->b = pick(e, s->prefix, s->hops, s->n_hops, now);
     if (s->b == NULL) {
         free(text);
         finish(s, DELIVERY_DEFERRED, "451 4.4.1 no SMSC bound for %s",
@@ -565,15 +699,10 @@ int sms_send(struct sms_engine *e, const struct policy *p, const char *customer,
     if (at &&
         sms_e164_normalize(rcpt, (size_t)(at - rcpt), e164, NULL, 0) == 0) {
         const struct policy_sms_route *r = policy_sms_route_for(p->sms, e164);
-        struct policy_sms_hop hops[MAX_HOPS];
-        unsigned n = r ? (r->n_hops < MAX_HOPS ? r->n_hops : MAX_HOPS) : 0;
-        if (n)
-            memcpy(hops, r->hops, n * sizeof *hops);
-        qsort(hops, n, sizeof *hops, hop_cmp);
-        for (unsigned i = 0; i < n; i++)
-            snprintf(s->hops[i], sizeof s->hops[i], "%s",
-                     p->sms->smscs[hops[i].smsc].name);
-        s->n_hops = n;
+        if (r != NULL) {
+            s->n_hops = route_hops(p, r, s->hops);
+            snprintf(s->prefix, sizeof s->prefix, "%s", r->prefix);
+        }
     }
     if (!s->code || !s->rcpt || !s->customer) {
         send_free(s);
@@ -606,6 +735,11 @@ struct sms_engine *sms_engine_new(uv_loop_t *loop, struct rnode *rn,
 static void timer_closed(uv_handle_t *h)
 {
     struct sms_engine *e = h->data;
+    while (e->stats) {
+        struct rstat *r = e->stats;
+        e->stats = r->next;
+        free(r);
+    }
     e->timer_closed = true;
     maybe_free_engine(e);
 }

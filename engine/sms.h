@@ -63,6 +63,21 @@ int sms_send(struct sms_engine *e, const struct policy *p, const char *customer,
              const uint8_t *body, size_t len,
              void (*done)(void *ud, const struct sms_outcome *o), void *ud);
 
+/* clusterctl sms routes: every (route, SMSC) of the policy with this
+ * node's view: bound, paused (throttled), messages sent. */
+size_t sms_engine_routes(struct sms_engine *e, const struct policy *p,
+                         void (*fn)(void *ud, const char *prefix,
+                                    const char *smsc, unsigned priority,
+                                    unsigned cost, unsigned share, bool bound,
+                                    bool paused, uint64_t sent),
+                         void *ud);
+/* clusterctl sms test NUMBER: the route and SMSC a message to number would
+ * take now from this node. 0, SR_EINVAL (not a number), SR_ENOTFOUND (no
+ * route, or no SMSC of it available: smsc ""). e164 holds 17 bytes. */
+int sms_engine_test(struct sms_engine *e, const struct policy *p,
+                    const char *number, char *e164, char *prefix, size_t plen,
+                    char *smsc, size_t slen);
+
 /* For status: binds bound now / configured. */
 void sms_engine_binds(const struct sms_engine *e, unsigned *bound,
                       unsigned *total);

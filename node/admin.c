@@ -636,6 +636,10 @@ static void dispatch(struct sr_node *n, struct sink *s, const char *method,
         get_events(n, s, query);
     else if (get && strcmp(path, "/v1/suspensions") == 0)
         admin_get_suspensions(n, s);
+    else if (get && strcmp(path, "/v1/sms/routes") == 0)
+        admin_get_sms_routes(n, s);
+    else if (get && strcmp(path, "/v1/sms/test") == 0)
+        admin_get_sms_test(n, s, query);
     else if (get)
         admin_reply_error(s, 404, "no such endpoint");
     else if (strcmp(method, "POST") != 0 && strcmp(method, "DELETE") != 0)

@@ -16,6 +16,9 @@ void admin_reply_error(struct sink *s, int status, const char *msg);
 
 /* GET /v1/suspensions */
 void admin_get_suspensions(struct sr_node *n, struct sink *s);
+/* GET /v1/sms/routes, GET /v1/sms/test?number=N (admin_sms.c) */
+void admin_get_sms_routes(struct sr_node *n, struct sink *s);
+void admin_get_sms_test(struct sr_node *n, struct sink *s, const char *query);
 /* POST /v1/queue/{suspend,resume,retry,bounce}; path is what follows
  * "/v1/queue/". Any node proposes (rnode forwards to the leader). */
 void admin_post_queue(struct sr_node *n, struct sink *s, const char *method,

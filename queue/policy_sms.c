@@ -180,7 +180,8 @@ static int parse_route(json_t *o, unsigned i, struct policy_smsc_set *set,
     if (r->hops == NULL)
         return sr_err(err, errlen, SR_ENOMEM, "out of memory");
     for (size_t h = 0; h < n; h++) {
-        static const char *const hk[] = {"name", "priority", "cost", NULL};
+        static const char *const hk[] = {"name", "priority", "cost", "share",
+                                         NULL};
         char hw[48];
         snprintf(hw, sizeof hw, "%s.smscs[%zu]", where, h);
         json_t *ho = json_array_get(hops, h);
@@ -201,10 +202,20 @@ static int parse_route(json_t *o, unsigned i, struct policy_smsc_set *set,
         if (rc == 0)
             rc = get_uint(ho, "cost", hw, 0, 1000000, 0, &r->hops[h].cost, err,
                           errlen);
+        if (rc == 0)
+            rc = get_uint(ho, "share", hw, 0, 100, 0, &r->hops[h].share, err,
+                          errlen);
         if (rc != 0)
             return rc;
         r->n_hops = (unsigned)h + 1;
     }
+    unsigned shares = 0;
+    for (unsigned h = 0; h < r->n_hops; h++)
+        shares += r->hops[h].share;
+    if (shares > 100)
+        return sr_err(err, errlen, SR_EINVAL,
+                      "%s.smscs: shares add up to %u %%, more than 100", where,
+                      shares);
     for (unsigned j = 0; j < i; j++)
         if (strcmp(set->routes[j].prefix, p) == 0)
             return sr_err(err, errlen, SR_EINVAL,

@@ -10,7 +10,7 @@
  *                "receipt_id_format": "hex"|"dec"|"asis" } ],
  *   "sms_routes": [ { "prefix": "+39",
  *                     "smscs": [ { "name": "smsc-a", "priority": 1,
- *                                  "cost": 10 } ] } ],
+ *                                  "cost": 10, "share": 30 } ] } ],
  *   customers[].sms: { "domains": ["sms.acme.example"],
  *                      "sender": "ACME", "sender_from": "policy"|"from",
  *                      "subject": "ignore"|"prepend"|"sender",
@@ -38,6 +38,7 @@ struct policy_smsc {
 struct policy_sms_hop {
     unsigned smsc; /* index in policy->smscs */
     unsigned priority, cost;
+    unsigned share; /* percent of the route's messages it must get (0..100) */
 };
 
 struct policy_sms_route {

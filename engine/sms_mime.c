@@ -115,9 +115,9 @@ char *sms_mime_html_to_text(const char *h, size_t len)
                     cp = (e[1] == 'x' || e[1] == 'X')
                              ? strtoul(e + 2, NULL, 16)
                              : strtoul(e + 1, NULL, 10);
+                /* a reference is at least as long as its UTF-8 */
                 if (cp > 0 && cp <= 0x10FFFF &&
-                    !(cp >= 0xD800 && cp < 0xE000) && el + 2 <= 4 + el) {
-                    /* a reference is at least as long as its UTF-8 */
+                    !(cp >= 0xD800 && cp < 0xE000)) {
                     n += put_utf8(o + n, cp);
                     i = (size_t)(semi - h) + 1;
                     continue;

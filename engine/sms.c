@@ -316,6 +316,8 @@ static void maybe_done(struct send *s)
                s->msg.nparts, s->msg.nparts == 1 ? "" : "s");
 }
 
+static void pump(uv_timer_t *t);
+
 struct part_ctx {
     struct send *s;
     unsigned part;
@@ -359,7 +361,12 @@ static void part_done(void *ud, int status, const char *message_id)
         snprintf(s->why, sizeof s->why, "554 5.4.0 %s refused: SMPP 0x%02x",
                  s->b->name, (unsigned)status);
     }
+    struct sms_engine *e = s->e;
     maybe_done(s);
+    /* the window has room again: the next parts go now, not at the next
+     * tick (with a window of 1 that tick would be the rate) */
+    if (!e->closing && e->waiting != NULL)
+        uv_timer_start(&e->timer, pump, 0, PUMP_MS);
 }
 
 /* Submits the parts that the window and the rates let go now. */

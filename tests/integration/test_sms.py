@@ -296,3 +296,47 @@ def test_owner_killed_mid_batch_every_sms_submitted(setup):
     # bounded by what the owner had in flight: its window plus results
     # not committed yet
     assert len(dups) <= 60, dups
+
+
+def test_smsc_rate_holds_cluster_wide(make_cluster, smsc):  # noqa: F811
+    """An SMSC contracted at 5 submit_sm a second: two nodes send (two SMS
+    domains in shards of different owners), and the simulator never sees
+    more than burst + rate * (W + 1) in any W seconds."""
+    from test_queue_ops import shard_of
+    s = smsc(id_format="hex", receipt_id_format="dec")
+    c = make_cluster(n=3, delivery=FAST).start()
+    leader = c.wait_leader()
+    deadline = time.time() + 20
+    while True:
+        owners = leader.api("GET", "/v1/shards")[1]["owners"]
+        if len(set(owners) - {0}) == 3 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    doms = {}
+    for i in range(300):
+        d = "sms%d.example.net" % i
+        doms.setdefault(owners[shard_of(d)], d)
+        if len(doms) == 2:
+            break
+    pol = sms_policy(("smsc-a", s))
+    pol["customers"][0]["sms"]["domains"] = list(doms.values())
+    pol["smscs"][0]["per_second"] = 5
+    apply_policy(c, pol)
+    s.wait_sessions(3)
+    for k, d in enumerate(doms.values()):
+        send(c.nodes[k].smtp_port, sender="shop@acme.example",
+             rcpts=["+4930%07d@%s" % (k * 100 + i, d) for i in range(20)],
+             msg=mail("rate %d" % k))
+    deadline = time.time() + 60
+    while len(s.accepted()) < 40:
+        assert time.time() < deadline, len(s.accepted())
+        time.sleep(0.2)
+    t = sorted(x["time"] for x in s.accepted())
+    for w in (1, 2, 4):
+        for i in range(len(t)):
+            n = len([x for x in t if t[i] <= x < t[i] + w])
+            assert n <= 5 + 5 * (w + 1), (w, n, t)
+    assert t[-1] - t[0] >= (40 - 10) / 5 - 2, t
+    st, ev = leader.api("GET", "/v1/events?after=0&limit=1000")
+    nodes = {e["node"] for e in ev["events"] if e["type"] == "submitted"}
+    assert len(nodes) == 2, nodes

@@ -102,6 +102,8 @@ static const struct key_spec keys[] = {
     {"floating", "arp_count", K_UINT, OFF(floating_arp_count), 1, 100},
     {"admin", "listen", K_ADDRESS, OFF(admin_listen), 0, 0},
     {"tracking", "listen", K_ADDRESS, OFF(tracking_listen), 0, 0},
+    {"tracking", "tls_cert", K_STRING, OFF(tracking_tls_cert), 0, 0},
+    {"tracking", "tls_key", K_STRING, OFF(tracking_tls_key), 0, 0},
     {"admin", "token", K_TOKEN, OFF(admin_token), 0, 0},
     {"admin", "tls_cert", K_STRING, OFF(admin_tls_cert), 0, 0},
     {"admin", "tls_key", K_STRING, OFF(admin_tls_key), 0, 0},
@@ -421,6 +423,8 @@ void config_free(struct sr_config *cfg)
     free(cfg->tls_key);
     free(cfg->admin_listen);
     free(cfg->tracking_listen);
+    free(cfg->tracking_tls_cert);
+    free(cfg->tracking_tls_key);
     free(cfg->admin_token);
     free(cfg->admin_tls_cert);
     free(cfg->admin_tls_key);
@@ -920,6 +924,13 @@ static int finish(struct loader *ld)
             ld->err, ld->errlen, SR_EINVAL, "%s: required when %s is set",
             cfg->admin_tls_cert == NULL ? "admin.tls_cert" : "admin.tls_key",
             cfg->admin_tls_cert == NULL ? "admin.tls_key" : "admin.tls_cert");
+    if ((cfg->tracking_tls_cert == NULL) != (cfg->tracking_tls_key == NULL))
+        return sr_err(ld->err, ld->errlen, SR_EINVAL,
+                      "%s: required when %s is set",
+                      cfg->tracking_tls_cert == NULL ? "tracking.tls_cert"
+                                                     : "tracking.tls_key",
+                      cfg->tracking_tls_cert == NULL ? "tracking.tls_key"
+                                                     : "tracking.tls_cert");
     {
         int n = (cfg->cluster_tls_ca != NULL) +
                 (cfg->cluster_tls_cert != NULL) +

@@ -86,11 +86,12 @@ struct sr_config {
     char *admin_listen;    /* admin.listen, default 127.0.0.1:8080 */
     char *tracking_listen; /* tracking.listen: open/click/unsubscribe
                               endpoints (node/track.c); NULL = none */
-    char *admin_token;     /* admin.token, default none: API open on loopback */
-    char *admin_tls_cert;  /* admin.tls_cert: PEM chain; set = the admin API
-                              is HTTPS only (no plaintext listener); default
-                              none = plain HTTP */
-    char *admin_tls_key;   /* admin.tls_key: its private key (PEM) */
+    char *tracking_tls_cert, *tracking_tls_key; /* HTTPS there when set */
+    char *admin_token;    /* admin.token, default none: API open on loopback */
+    char *admin_tls_cert; /* admin.tls_cert: PEM chain; set = the admin API
+                             is HTTPS only (no plaintext listener); default
+                             none = plain HTTP */
+    char *admin_tls_key;  /* admin.tls_key: its private key (PEM) */
     unsigned admin_idle_timeout_s; /* admin.idle_timeout_s: a connection
                                       (and a TLS handshake) idle this long
                                       is closed, default 30 */

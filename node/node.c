@@ -377,6 +377,20 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
         }
         /* small requests only; a link click must not hold a connection */
         http_server_set_limits(n->track, 8192, 4096, 10000, 1024);
+        if (cfg->tracking_tls_cert != NULL) {
+            struct tls_ctx *tt;
+            char e[SR_ERRMSG_SIZE] = "";
+            if ((rc = tls_ctx_new_server(cfg->tracking_tls_cert,
+                                         cfg->tracking_tls_key, &tt, e,
+                                         sizeof e)) != 0) {
+                tls_ctx_free(admin_tls);
+                return sr_err(err, errlen, rc,
+                              "tracking.tls_cert/tracking.tls_key: %s (%s)",
+                              e[0] ? e : "out of memory",
+                              cfg->tracking_tls_cert);
+            }
+            http_server_set_tls(n->track, tt);
+        }
         LOG_INFO("event=tracking_listen listen=%s", cfg->tracking_listen);
     }
     if (admin_tls != NULL) {

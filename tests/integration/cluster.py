@@ -168,6 +168,9 @@ raft:
         text += f"""tracking:
   listen: "127.0.0.1:{self.track_port}"
 """
+        if c.tracking_tls:
+            text += (f'  tls_cert: "{c.admin_cert}"\n'
+                     f'  tls_key: "{c.admin_key}"\n')
         # Delivery is off unless the test asks for it: it would look up MX
         # records with the system resolver, which is not on loopback.
         d = c.delivery if c.delivery is not None else {"enabled": "false"}
@@ -269,7 +272,8 @@ class Cluster:
                  snapshot_trailing=4096, commit_timeout_ms=15000,
                  log_level="info", token=None, command_timeout_s=300,
                  data_timeout_s=180, peer_tls=True, admin_tls=False,
-                 extra_config="", delivery=None, admin_idle_timeout_s=0):
+                 extra_config="", delivery=None, admin_idle_timeout_s=0,
+                 tracking_tls=False):
         self.dir = str(tmpdir)
         # YAML appended to every node's config (e.g. a delivery: section)
         self.extra_config = extra_config
@@ -297,7 +301,10 @@ class Cluster:
         # admin_ssl is an ssl context that trusts it (None for plain HTTP).
         self.admin_tls = admin_tls
         self.admin_ssl = None
-        if admin_tls:
+        # tracking_tls: the tracking endpoints serve HTTPS with the same
+        # certificate (admin_ssl trusts it)
+        self.tracking_tls = tracking_tls
+        if admin_tls or tracking_tls:
             self.admin_cert = os.path.join(self.dir, "admin-cert.pem")
             self.admin_key = os.path.join(self.dir, "admin-key.pem")
             make_ip_cert(self.admin_cert, self.admin_key)

@@ -267,3 +267,33 @@ def test_unparseable_body_goes_out_signed_and_the_event_says_why(
                 ["delivered"], "delivered")
     (e,) = events(c.nodes[0], code)
     assert "body kept" in e["reply"], e
+
+
+def test_tracking_endpoints_over_tls(make_cluster, dest, keys):
+    """With tracking.tls_cert the endpoints speak HTTPS only; links written
+    with an https base work end to end."""
+    import ssl
+    d = dest()
+    c = make_cluster(n=3, delivery={"enabled": "true"},
+                     tracking_tls=True).start()
+    base = "https://127.0.0.1:%d" % c.nodes[0].track_port
+    apply_policy(c, engine_policy(d, keys, base))
+    send(c.nodes[1].smtp_port, sender="news@acme.example",
+         rcpts=("t@dest.example",), msg=message())
+    (_, _, raw), = d.wait(1)
+    m = email.message_from_bytes(raw)
+    h = Hrefs()
+    for p in m.walk():
+        if p.get_content_type() == "text/html":
+            h.feed(p.get_payload(decode=True).decode())
+    pixel = h.imgs[0]
+    assert pixel.startswith(base + "/o/")
+    other = "https://127.0.0.1:%d" % c.nodes[1].track_port
+    ctx = ssl.create_default_context(cafile=c.admin_cert)
+    r = urllib.request.urlopen(pixel.replace(base, other), context=ctx,
+                               timeout=10)
+    assert r.status == 200 and r.read().startswith(b"GIF89a")
+    # plaintext to the TLS port gets no HTTP answer
+    with pytest.raises(Exception):
+        urllib.request.urlopen(pixel.replace(base, other).replace(
+            "https://", "http://"), timeout=5).read()

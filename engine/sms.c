@@ -26,8 +26,10 @@ struct bind {
     struct bind *next;
     struct sms_engine *e;
     char name[33];
-    char id[600]; /* everything the bind was made from */
-    struct smpp_client *c;
+    char id[600];              /* everything the bind was made from */
+    struct smpp_client *c[17]; /* binds: transceivers, or transmitters and
+                                  a receiver (bind_mode split) */
+    unsigned n_c;
     uint64_t paused_until;
     enum policy_id_format idf, ridf;
     bool sar;
@@ -166,8 +168,28 @@ static void on_state(void *ud, bool bound, const char *reason)
 
 static void bind_free(struct bind *b)
 {
-    smpp_client_close(b->c);
+    for (unsigned i = 0; i < b->n_c; i++)
+        smpp_client_close(b->c[i]);
     free(b);
+}
+
+/* A client of b with room in its window, or NULL. */
+static struct smpp_client *bind_ready(const struct bind *b)
+{
+    for (unsigned i = 0; i < b->n_c; i++)
+        if (smpp_client_ready(b->c[i]))
+            return b->c[i];
+    return NULL;
+}
+
+/* Some client of b that can submit is bound. */
+static bool bind_up(const struct bind *b)
+{
+    for (unsigned i = 0; i < b->n_c; i++)
+        if (smpp_client_bound(b->c[i]) &&
+            (smpp_client_ready(b->c[i]) || smpp_client_inflight(b->c[i])))
+            return true;
+    return false;
 }
 
 void sms_engine_policy(struct sms_engine *e, const struct policy *p)
@@ -180,8 +202,9 @@ void sms_engine_policy(struct sms_engine *e, const struct policy *p)
     for (unsigned i = 0; p && p->sms && i < p->sms->n_smscs; i++) {
         const struct policy_smsc *s = &p->sms->smscs[i];
         char id[600];
-        snprintf(id, sizeof id, "%s|%s|%s|%s|%s|%u", s->name, s->host,
-                 s->system_id, s->password, s->system_type, s->window);
+        snprintf(id, sizeof id, "%s|%s|%s|%s|%s|%u|%u|%d", s->name, s->host,
+                 s->system_id, s->password, s->system_type, s->window, s->binds,
+                 s->split);
         struct bind *b;
         for (b = e->binds; b; b = b->next)
             if (strcmp(b->id, id) == 0)
@@ -202,10 +225,20 @@ void sms_engine_policy(struct sms_engine *e, const struct policy *p)
             o.window = s->window;
             struct smpp_client_cbs cbs = {on_state, on_deliver};
             char err[SR_ERRMSG_SIZE];
-            if (smpp_client_new(e->loop, &o, &cbs, b, &b->c, err, sizeof err) !=
-                0) {
-                LOG_ERROR("event=sms_bind_failed smsc=%s error=\"%s\"", s->name,
-                          err);
+            unsigned want = s->binds + (s->split ? 1 : 0);
+            for (unsigned k = 0; k < want && k < 17; k++) {
+                o.bind_cmd = !s->split      ? SMPP_BIND_TRANSCEIVER
+                             : k < s->binds ? SMPP_BIND_TRANSMITTER
+                                            : SMPP_BIND_RECEIVER;
+                if (smpp_client_new(e->loop, &o, &cbs, b, &b->c[b->n_c], err,
+                                    sizeof err) != 0) {
+                    LOG_ERROR("event=sms_bind_failed smsc=%s error=\"%s\"",
+                              s->name, err);
+                    break;
+                }
+                b->n_c++;
+            }
+            if (b->n_c == 0) {
                 free(b);
                 continue;
             }
@@ -237,9 +270,11 @@ void sms_engine_binds(const struct sms_engine *e, unsigned *bound,
 {
     *bound = *total = 0;
     for (struct bind *b = e->binds; b; b = b->next) {
-        (*total)++;
-        if (smpp_client_bound(b->c))
-            (*bound)++;
+        for (unsigned i = 0; i < b->n_c; i++) {
+            (*total)++;
+            if (smpp_client_bound(b->c[i]))
+                (*bound)++;
+        }
     }
 }
 
@@ -374,7 +409,7 @@ static void pump_one(struct send *s, uint64_t now)
 {
     struct sms_engine *e = s->e;
     while (s->next_part < s->msg.nparts && !s->temp && !s->perm &&
-           smpp_client_ready(s->b->c) && now >= s->b->paused_until) {
+           bind_ready(s->b) != NULL && now >= s->b->paused_until) {
         if (s->b->per_second) {
             char scope[64];
             snprintf(scope, sizeof scope, "smsc:%s", s->b->name);
@@ -405,8 +440,8 @@ static void pump_one(struct send *s, uint64_t now)
         pc->s = s;
         pc->part = s->next_part;
         char err[SR_ERRMSG_SIZE];
-        int rc =
-            smpp_client_submit(s->b->c, &m, part_done, pc, err, sizeof err);
+        int rc = smpp_client_submit(bind_ready(s->b), &m, part_done, pc, err,
+                                    sizeof err);
         if (rc != 0) {
             free(pc);
             if (rc == SR_EFULL)
@@ -464,7 +499,7 @@ static struct rstat *rstat_get(struct sms_engine *e, const char *prefix,
 
 static bool usable(struct bind *b, uint64_t now)
 {
-    return b != NULL && smpp_client_bound(b->c) && now >= b->paused_until;
+    return b != NULL && bind_up(b) && now >= b->paused_until;
 }
 
 /* The SMSC a message of the route takes now: among the usable ones, the
@@ -543,8 +578,8 @@ size_t sms_engine_routes(struct sms_engine *e, const struct policy *p,
             struct bind *b = bind_named(e, name);
             struct rstat *st = rstat_get(e, r->prefix, name);
             fn(ud, r->prefix, name, r->hops[h].priority, r->hops[h].cost,
-               r->hops[h].share, b && smpp_client_bound(b->c),
-               b && now < b->paused_until, st ? st->sent : 0);
+               r->hops[h].share, b && bind_up(b), b && now < b->paused_until,
+               st ? st->sent : 0);
             n++;
         }
     }

@@ -169,7 +169,9 @@ static void on_pdu(struct smpp_client *c, const uint8_t *buf, size_t len)
     c->last_rx = uv_now(c->loop);
     switch (p.hdr.id) {
     case SMPP_BIND_TRANSCEIVER | SMPP_RESP:
-        if (c->st != C_BINDING)
+    case SMPP_BIND_TRANSMITTER | SMPP_RESP:
+    case SMPP_BIND_RECEIVER | SMPP_RESP:
+        if (c->st != C_BINDING || p.hdr.id != (c->o.bind_cmd | SMPP_RESP))
             return;
         if (p.hdr.status != 0) {
             char why[64];
@@ -295,8 +297,8 @@ static void connected(uv_connect_t *req, int status)
     uint8_t out[SMPP_PACK_MAX];
     size_t len;
     char err[SR_ERRMSG_SIZE];
-    if (smpp_pdu_pack_bind(SMPP_BIND_TRANSCEIVER, next_seq(c), &b, out,
-                           sizeof out, &len, err, sizeof err) != 0 ||
+    if (smpp_pdu_pack_bind(c->o.bind_cmd, next_seq(c), &b, out, sizeof out,
+                           &len, err, sizeof err) != 0 ||
         send_bytes(c, out, len) != 0)
         drop(c, "cannot send bind");
 }
@@ -373,6 +375,8 @@ int smpp_client_new(uv_loop_t *loop, const struct smpp_client_opts *o,
              o->system_type ? o->system_type : "");
     if (c->o.window == 0)
         c->o.window = 10;
+    if (c->o.bind_cmd == 0)
+        c->o.bind_cmd = SMPP_BIND_TRANSCEIVER;
     if (c->o.resp_timeout_ms == 0)
         c->o.resp_timeout_ms = 10000;
     if (c->o.enquire_ms == 0)
@@ -432,7 +436,8 @@ bool smpp_client_bound(const struct smpp_client *c)
 
 bool smpp_client_ready(const struct smpp_client *c)
 {
-    return c->st == C_BOUND && c->inflight < c->o.window;
+    return c->st == C_BOUND && c->o.bind_cmd != SMPP_BIND_RECEIVER &&
+           c->inflight < c->o.window;
 }
 
 unsigned smpp_client_inflight(const struct smpp_client *c)

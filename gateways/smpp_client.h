@@ -1,7 +1,8 @@
 /*
  * smpp_client.h - one ESME bind to an SMSC (SMPP 3.4) on the libuv loop.
  *
- * The client connects, binds as a transceiver, and stays bound: it sends
+ * The client connects, binds (as a transceiver unless told otherwise:
+ * transmitter or receiver), and stays bound: it sends
  * enquire_link when the link is quiet, answers the SMSC's enquire_link and
  * unbind, acknowledges every deliver_sm (receipts go to the receipt
  * callback), and after any failure (refused bind, lost connection, a
@@ -37,6 +38,10 @@ struct smpp_client_opts {
     unsigned window;          /* submits without response; default 10 */
     unsigned resp_timeout_ms; /* default 10000 */
     unsigned enquire_ms;      /* quiet time before enquire_link; 30000 */
+    /* SMPP_BIND_TRANSCEIVER (0 means it), SMPP_BIND_TRANSMITTER (submits,
+     * no deliver_sm) or SMPP_BIND_RECEIVER (deliver_sm only: never ready
+     * for submits) */
+    uint32_t bind_cmd;
 };
 
 struct smpp_client_cbs {

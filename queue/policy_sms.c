@@ -80,7 +80,7 @@ static int id_format(json_t *o, const char *key, const char *where,
 static const char *const smsc_keys[] = {
     "name",   "host",       "system_id", "password",  "system_type",
     "window", "per_second", "concat",    "id_format", "receipt_id_format",
-    NULL};
+    "binds",  "bind_mode",  NULL};
 
 static int parse_smsc(json_t *o, unsigned i, struct policy_smsc *c, char *err,
                       size_t errlen)
@@ -118,7 +118,16 @@ static int parse_smsc(json_t *o, unsigned i, struct policy_smsc *c, char *err,
          (strcmp(concat, "udh") != 0 && strcmp(concat, "sar") != 0)))
         return sr_err(err, errlen, SR_EINVAL, "%s.concat: udh or sar", where);
     c->sar = concat && strcmp(concat, "sar") == 0;
-    rc = get_uint(o, "window", where, 1, 1000, 10, &c->window, err, errlen);
+    const char *mode = json_string_value(json_object_get(o, "bind_mode"));
+    if (json_object_get(o, "bind_mode") != NULL &&
+        (mode == NULL ||
+         (strcmp(mode, "transceiver") != 0 && strcmp(mode, "split") != 0)))
+        return sr_err(err, errlen, SR_EINVAL,
+                      "%s.bind_mode: transceiver or split", where);
+    c->split = mode && strcmp(mode, "split") == 0;
+    rc = get_uint(o, "binds", where, 1, 16, 1, &c->binds, err, errlen);
+    if (rc == 0)
+        rc = get_uint(o, "window", where, 1, 1000, 10, &c->window, err, errlen);
     if (rc == 0)
         rc = get_uint(o, "per_second", where, 0, 100000, 0, &c->per_second, err,
                       errlen);

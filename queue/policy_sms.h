@@ -6,6 +6,7 @@
  *   "smscs": [ { "name": "smsc-a", "host": "192.0.2.9:2775",
  *                "system_id": "acme", "password": "secret",
  *                "system_type": "", "window": 10, "per_second": 50,
+ *                "binds": 1, "bind_mode": "transceiver"|"split",
  *                "concat": "udh"|"sar", "id_format": "hex"|"dec"|"asis",
  *                "receipt_id_format": "hex"|"dec"|"asis" } ],
  *   "sms_routes": [ { "prefix": "+39",
@@ -31,7 +32,9 @@ enum policy_id_format { POLICY_ID_ASIS, POLICY_ID_HEX, POLICY_ID_DEC };
 struct policy_smsc {
     char *name, *host, *system_id, *password, *system_type;
     unsigned window, per_second;
-    bool sar; /* concatenation by sar_* TLVs instead of a UDH */
+    unsigned binds; /* per node, 1..16: transceivers, or transmitters */
+    bool split;     /* bind_mode "split": transmitters + one receiver */
+    bool sar;       /* concatenation by sar_* TLVs instead of a UDH */
     enum policy_id_format id_format, receipt_id_format;
 };
 

@@ -340,3 +340,31 @@ def test_smsc_rate_holds_cluster_wide(make_cluster, smsc):  # noqa: F811
     st, ev = leader.api("GET", "/v1/events?after=0&limit=1000")
     nodes = {e["node"] for e in ev["events"] if e["type"] == "submitted"}
     assert len(nodes) == 2, nodes
+
+
+def test_several_binds_and_split_transmitter_receiver(make_cluster,
+                                                      smsc):  # noqa: F811
+    """binds: 2 with bind_mode split: every node keeps two transmitters and
+    one receiver; submits go over the transmitters, receipts come back on
+    the receivers and deliver the recipients."""
+    s = smsc(id_format="hex", receipt_id_format="dec")
+    c = make_cluster(n=3, delivery=FAST).start()
+    pol = sms_policy(("smsc-a", s))
+    pol["smscs"][0].update({"binds": 2, "bind_mode": "split"})
+    apply_policy(c, pol)
+    s.wait_sessions(9)
+    kinds = sorted(x["bind_type"] for x in s.sessions())
+    assert kinds == ["receiver"] * 3 + ["transmitter"] * 6, kinds
+    code = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
+                        rcpts=["+3161234%04d@sms.example.net" % i
+                               for i in range(40)],
+                        msg=mail("split binds"))[1])
+    s.wait_submits(40)
+    for n in c.nodes:
+        rs = wait_states(n, code, ["delivered"] * 40)
+    tx = {x["session"] for x in s.accepted()}
+    rx = {x["session"] for x in s.sessions()
+          if x["bind_type"] == "receiver"}
+    assert tx and not (tx & rx)
+    st, body = c.nodes[0].api("GET", "/v1/sms/routes")
+    assert (body["binds"], body["binds_bound"]) == (3, 3)

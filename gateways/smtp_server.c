@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "gateways/auth.h"
+#include "engine/sms_mime.h"
 #include "engine/sms_text.h"
 #include "gateways/smtp_session.h"
 #include "node/errors.h"
@@ -150,10 +151,11 @@ static void committed(void *ud, int status, const char *code)
     }
 }
 
-static void s_message(void *ud, const struct smtp_envelope *env,
-                      const char *body, size_t len)
+static void conn_unref(struct conn *c);
+
+static void ingest(struct conn *c, const struct smtp_envelope *env,
+                   const char *body, size_t len)
 {
-    struct conn *c = ud;
     struct ingest_meta meta = {c->customer, c->peer, env->helo,
                                env->tls,    NULL,    0};
     int rc = ingest_submit(c->srv->d.ingest, env, &meta, body, len, committed,
@@ -161,6 +163,111 @@ static void s_message(void *ud, const struct smtp_envelope *env,
     if (rc != 0) {
         c->job = NULL;
         committed(c, rc, NULL);
+    }
+}
+
+/* For a customer whose SMS policy rejects texts over its parts limit, a
+ * message with SMS recipients is measured before it is kept: on a worker
+ * thread, the text the SMS would carry (engine/sms_mime.h) is encoded
+ * (engine/sms_text.h, as for a UDH-splitting SMSC) against max_parts. The
+ * session keeps the envelope and body until the reply. */
+struct sms_check {
+    uv_work_t work;
+    struct conn *c;
+    const struct smtp_envelope *env;
+    const char *body;
+    size_t len;
+    char *marker;
+    bool prepend;
+    unsigned max_parts;
+    int rc;
+    char why[SR_ERRMSG_SIZE];
+};
+
+static void sms_check_run(uv_work_t *w)
+{
+    struct sms_check *k = w->data;
+    struct sms_mime m;
+    k->rc = sms_mime_extract(k->body, k->len, &m, NULL, 0);
+    if (k->rc != 0)
+        return; /* no text: the delivery bounces it with the reason */
+    size_t sl = k->prepend ? strlen(m.subject) : 0;
+    char *t = malloc(sl + m.text_len + 2);
+    if (t == NULL) {
+        sms_mime_free(&m);
+        k->rc = SR_ENOMEM;
+        return;
+    }
+    size_t n = 0;
+    if (sl) {
+        memcpy(t, m.subject, sl);
+        t[sl] = '\n';
+        n = sl + 1;
+    }
+    memcpy(t + n, m.text, m.text_len);
+    n = sms_text_prepare(t, n + m.text_len, k->marker);
+    struct sms_encode_opts o = {SMS_CONCAT_UDH, 0, k->max_parts,
+                                SMS_OVERFLOW_REJECT};
+    struct sms_message msg;
+    k->rc = sms_encode(t, n, &o, &msg, k->why, sizeof k->why);
+    sms_message_free(&msg);
+    free(t);
+    sms_mime_free(&m);
+}
+
+static void sms_check_done(uv_work_t *w, int status)
+{
+    struct sms_check *k = w->data;
+    struct conn *c = k->c;
+    if (!c->closing) {
+        if (status == 0 && k->rc == SR_EFULL) {
+            char text[SR_ERRMSG_SIZE + 40];
+            snprintf(text, sizeof text, "5.3.4 SMS text too long: %s", k->why);
+            LOG_INFO("event=sms_too_long client=%s customer=%s why=\"%s\"",
+                     c->peer, c->customer, k->why);
+            smtp_session_reply_message(c->s, 554, text);
+        } else {
+            ingest(c, k->env, k->body, k->len);
+        }
+    }
+    free(k->marker);
+    free(k);
+    conn_unref(c);
+}
+
+static void s_message(void *ud, const struct smtp_envelope *env,
+                      const char *body, size_t len)
+{
+    struct conn *c = ud;
+    const struct policy_customer *cu =
+        policy_find(c->srv->d.policy(c->srv->d.ud), c->customer);
+    bool sms = false;
+    for (unsigned i = 0;
+         cu && cu->sms && !cu->sms->truncate && !sms && i < env->n_rcpts; i++) {
+        const char *at = strrchr(env->rcpts[i], '@');
+        sms = at && policy_sms_domain(cu->sms, at + 1);
+    }
+    struct sms_check *k = sms ? calloc(1, sizeof *k) : NULL;
+    if (k == NULL) {
+        ingest(c, env, body, len);
+        return;
+    }
+    k->c = c;
+    k->env = env;
+    k->body = body;
+    k->len = len;
+    k->marker =
+        cu->sms->signature_marker ? strdup(cu->sms->signature_marker) : NULL;
+    k->prepend = cu->sms->subject == SMS_SUBJECT_PREPEND;
+    k->max_parts = cu->sms->max_parts;
+    k->work.data = k;
+    c->handles++; /* the conn outlives the work */
+    if (uv_queue_work(c->srv->d.loop, &k->work, sms_check_run,
+                      sms_check_done) != 0) {
+        c->handles--;
+        free(k->marker);
+        free(k);
+        ingest(c, env, body, len);
     }
 }
 
@@ -173,8 +280,6 @@ struct auth_work {
     char *pass;
     bool ok;
 };
-
-static void conn_unref(struct conn *c);
 
 static void auth_run(uv_work_t *w)
 {

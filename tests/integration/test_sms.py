@@ -368,3 +368,32 @@ def test_several_binds_and_split_transmitter_receiver(make_cluster,
     assert tx and not (tx & rx)
     st, body = c.nodes[0].api("GET", "/v1/sms/routes")
     assert (body["binds"], body["binds_bound"]) == (3, 3)
+
+
+def test_text_over_the_parts_limit_is_refused_at_data(setup):
+    """too_long: reject (the default) with max_parts 2: a text needing 3
+    parts gets 554 5.3.4 at the end of DATA and is not kept; 2 parts pass.
+    With too_long: truncate the same text is sent cut to 2 parts."""
+    c, (s,) = setup(max_parts=2)
+    long_text = "x" * 400  # 3 parts of 153 septets
+    cl = smtplib.SMTP("127.0.0.1", c.nodes[0].smtp_port, timeout=10)
+    cl.ehlo("t")
+    cl.mail("shop@acme.example")
+    cl.rcpt("+393339999999@sms.example.net")
+    code, text = cl.data(mail(long_text))
+    assert code == 554 and b"5.3.4" in text and b"needs 3 parts" in text, \
+        (code, text)
+    cl.quit()
+    ok = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
+                      rcpts=("+393339999998@sms.example.net",),
+                      msg=mail("y" * 300))[1])
+    wait_states(c.nodes[0], ok, ["delivered"])
+    assert {x["destination_addr"] for x in s.accepted()} == {"393339999998"}
+    pol = sms_policy(("smsc-a", s), max_parts=2, too_long="truncate")
+    apply_policy(c, pol)
+    cut = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
+                       rcpts=("+393339999997@sms.example.net",),
+                       msg=mail(long_text))[1])
+    wait_states(c.nodes[0], cut, ["delivered"])
+    assert len([x for x in s.accepted()
+                if x["destination_addr"] == "393339999997"]) == 2

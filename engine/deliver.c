@@ -84,6 +84,7 @@ struct job {
     int rewrap;        /* re-wrap and sign before sending (engine/prepare.h) */
     char *note;        /* what the re-wrap skipped, for the results */
     int sms;           /* an SMS recipient (engine/sms.h) */
+    int no_dsn;        /* its failures send no DSN (SMS policy) */
     char smsc[33];     /* submitted: where */
     char **sms_ids;    /* submitted: message id of each part */
     size_t n_sms_ids;
@@ -296,6 +297,7 @@ static void record(struct job *j)
         r.bounce_class = (char *)(j->klass[i] ? j->klass[i] : "");
         r.sends = i == 0 && j->sent ? 1 : 0;
         r.postponed = j->postponed != 0;
+        r.no_dsn = j->no_dsn != 0;
         if (j->outcome[i] == DELIVERY_SUBMITTED) {
             r.smsc = j->smsc;
             r.sms_ids = j->sms_ids;
@@ -1226,6 +1228,7 @@ static void make_jobs(struct deliver *d, const struct due *items, size_t n)
             memcpy(j->digest, a->digest.data, sizeof j->digest);
         j->suppressed = supp[i];
         j->sms = smsr[i] && !supp[i];
+        j->no_dsn = j->sms && !(cu && cu->sms && cu->sms->dsn);
         j->rewrap = per_rcpt && !supp[i] && !smsr[i];
         for (size_t x = i; x < n; x++) {
             if ((per_rcpt || smsr[i]) && j->n > 0)

@@ -494,7 +494,7 @@ int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
         add_event(s, txn, &e);
         /* A DSN goes back to the sender; never for a null sender, never
          * for a DSN itself (RFC 3461 / RFC 5321 6.1). */
-        if ((target == RCPT_BOUNCED || target == RCPT_EXPIRED) &&
+        if ((target == RCPT_BOUNCED || target == RCPT_EXPIRED) && !r->no_dsn &&
             m->accept->mail_from[0] != '\0' &&
             m->accept->dsn_for_code[0] == '\0') {
             char dk[600];

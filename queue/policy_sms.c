@@ -297,8 +297,8 @@ void policy_smscs_free(struct policy_smsc_set *s)
 }
 
 static const char *const sms_keys[] = {
-    "domains",   "sender",   "sender_from",      "subject",
-    "max_parts", "too_long", "signature_marker", NULL};
+    "domains",  "sender",           "sender_from", "subject", "max_parts",
+    "too_long", "signature_marker", "dsn",         NULL};
 
 int policy_sms_parse(json_t *o, unsigned idx, struct policy_sms **out,
                      char *err, size_t errlen)
@@ -370,6 +370,10 @@ int policy_sms_parse(json_t *o, unsigned idx, struct policy_sms **out,
         rc = sr_err(err, errlen, SR_EINVAL, "%s.too_long: reject or truncate",
                     where);
     s->truncate = tl && strcmp(tl, "truncate") == 0;
+    json_t *dsn = json_object_get(o, "dsn");
+    if (rc == 0 && dsn != NULL && !json_is_boolean(dsn))
+        rc = sr_err(err, errlen, SR_EINVAL, "%s.dsn: true or false", where);
+    s->dsn = dsn != NULL && json_is_true(dsn);
     const char *m = json_string_value(json_object_get(o, "signature_marker"));
     if (rc == 0 && json_object_get(o, "signature_marker") != NULL &&
         !printable(m, 1, 40))

@@ -16,7 +16,7 @@
  *                      "sender": "ACME", "sender_from": "policy"|"from",
  *                      "subject": "ignore"|"prepend"|"sender",
  *                      "max_parts": 5, "too_long": "reject"|"truncate",
- *                      "signature_marker": "-- " }
+ *                      "signature_marker": "-- ", "dsn": false }
  *
  * Ownership: everything is owned by the struct; immutable after parsing.
  */
@@ -65,6 +65,7 @@ struct policy_sms {
     unsigned max_parts;
     bool truncate;
     char *signature_marker; /* NULL: none */
+    bool dsn;               /* a failed SMS sends a DSN to the sender */
 };
 
 struct policy_smsc_set {

@@ -397,3 +397,36 @@ def test_text_over_the_parts_limit_is_refused_at_data(setup):
     wait_states(c.nodes[0], cut, ["delivered"])
     assert len([x for x in s.accepted()
                 if x["destination_addr"] == "393339999997"]) == 2
+
+
+def test_permanent_smpp_error_bounces_dsn_only_if_asked(setup):
+    """A permanent submit_sm error (ESME_RINVDSTADR) bounces the recipient
+    at once; the sender gets a DSN only when the customer's SMS policy says
+    dsn: true."""
+    c, (s,) = setup()
+    s.mode(fail_status=0x0B)
+
+    def codes():
+        return c.nodes[0].api("GET", "/v1/messages?limit=100")[1]["codes"]
+    code = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
+                        rcpts=("+393330000001@sms.example.net",),
+                        msg=mail("bad"))[1])
+    rs = wait_states(c.nodes[0], code, ["bounced"])
+    assert "SMPP 0x0b" in rs[0]["last_reply"], rs
+    time.sleep(2)
+    assert codes() == [code]
+    pol = sms_policy(("smsc-a", s))
+    pol["customers"][0]["sms"]["dsn"] = True
+    apply_policy(c, pol)
+    code2 = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
+                         rcpts=("+393330000002@sms.example.net",),
+                         msg=mail("bad again"))[1])
+    wait_states(c.nodes[0], code2, ["bounced"])
+    deadline = time.time() + 20
+    while len(codes()) < 3:
+        assert time.time() < deadline, codes()
+        time.sleep(0.2)
+    dsn = [x for x in codes() if x not in (code, code2)][0]
+    st, m = c.nodes[0].api("GET", "/v1/messages/" + dsn.replace("/", "%2F"))
+    assert m["mail_from"] == "" and m["rcpts"][0]["address"] == \
+        "shop@acme.example", m

@@ -59,11 +59,14 @@ def ensure_installed():
 class Smsc:
     def __init__(self, system_id="esme", password="secret", id_format="hex",
                  receipt_id_format=None, receipt_delay_ms=200,
-                 start_timeout=30):
+                 start_timeout=30, port=None):
         ensure_installed()
         self.system_id = system_id
         self.password = password
+        # port: the SMPP port (e.g. to restart a stopped SMSC on its own)
         self.port, self.control_port = free_ports(2)
+        if port is not None:
+            self.port = port
         self.address = "127.0.0.1:%d" % self.port
         self._log = tempfile.NamedTemporaryFile(
             prefix="smsc-", suffix=".log", delete=False)

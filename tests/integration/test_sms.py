@@ -180,7 +180,7 @@ def test_receipt_before_the_response_and_throttling(setup):
     assert len(accepted) == 1
 
 
-def test_failover_to_the_next_smsc_and_back(setup):
+def test_failover_to_the_next_smsc_and_back(setup, smsc):  # noqa: F811
     c, (a, b) = setup(n_smsc=2)
     code = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
                         rcpts=("+447700900001@sms.example.net",),
@@ -193,6 +193,16 @@ def test_failover_to_the_next_smsc_and_back(setup):
                         msg=mail("via b"))[1])
     wait_states(c.nodes[0], code, ["delivered"], timeout=30)
     assert [x["destination_addr"] for x in b.accepted()] == ["447700900002"]
+    # smsc-a comes back on its port: the binds reconnect (backoff) and the
+    # first choice carries the traffic again
+    a2 = smsc(id_format="hex", receipt_id_format="dec", port=a.port)
+    a2.wait_sessions(3, timeout=90)
+    code = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
+                        rcpts=("+447700900003@sms.example.net",),
+                        msg=mail("via a again"))[1])
+    wait_states(c.nodes[0], code, ["delivered"], timeout=30)
+    assert [x["destination_addr"] for x in a2.accepted()] == ["447700900003"]
+    assert len(b.accepted()) == 1
 
 
 def test_contractual_share_and_route_views(setup):

@@ -20,8 +20,15 @@ def routes(dest, tls="none"):
 
 
 def apply_policy(c, policy):
+    """Commits the policy and waits until every running node applied it
+    (so that whichever node a test talks to, or owns a shard, has it)."""
     st, body = c.wait_leader().api("POST", "/v1/policy", policy)
     assert st == 200, body
+    deadline = time.time() + 20
+    for n in c.nodes:
+        while n.alive and n.status()["applied_index"] < body["index"]:
+            assert time.time() < deadline, (n.id, body)
+            time.sleep(0.02)
 
 
 def rcpt_states(node, code):

@@ -59,6 +59,17 @@ def gsm(text):
     return bytes(out)
 
 
+def wait_sms_policy(c, key, value, timeout=20):
+    """Until every node has applied a policy whose first customer's SMS
+    settings have key = value."""
+    deadline = time.time() + timeout
+    for n in c.nodes:
+        while n.api("GET", "/v1/policy")[1]["customers"][0]["sms"].get(
+                key) != value:
+            assert time.time() < deadline, (n.id, key)
+            time.sleep(0.05)
+
+
 def events(node, code):
     st, ev = node.api("GET", "/v1/events?after=0&limit=1000")
     return [e for e in ev["events"] if e["code"] == code]
@@ -401,6 +412,7 @@ def test_text_over_the_parts_limit_is_refused_at_data(setup):
     assert {x["destination_addr"] for x in s.accepted()} == {"393339999998"}
     pol = sms_policy(("smsc-a", s), max_parts=2, too_long="truncate")
     apply_policy(c, pol)
+    wait_sms_policy(c, "too_long", "truncate")
     cut = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
                        rcpts=("+393339999997@sms.example.net",),
                        msg=mail(long_text))[1])
@@ -428,6 +440,7 @@ def test_permanent_smpp_error_bounces_dsn_only_if_asked(setup):
     pol = sms_policy(("smsc-a", s))
     pol["customers"][0]["sms"]["dsn"] = True
     apply_policy(c, pol)
+    wait_sms_policy(c, "dsn", True)
     code2 = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
                          rcpts=("+393330000002@sms.example.net",),
                          msg=mail("bad again"))[1])

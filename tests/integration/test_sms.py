@@ -126,20 +126,20 @@ def test_gsm_text_becomes_one_sms_and_its_receipt_delivers_it(setup):
 @pytest.mark.parametrize("concat", ["udh", "sar"])
 def test_long_texts_are_split_gsm_and_ucs2(setup, concat):
     c, (s,) = setup(concat=concat)
-    long_gsm = "".join("line %03d ok. " % i for i in range(50))[:600]  # 4 pt
+    long_gsm = "".join("line %03d ok. " % i for i in range(60))[:700]  # 5 pt
     ucs2 = "Привет, мир! " * 10  # 130 UCS-2 units: 2 parts of 67
     c1 = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
                       rcpts=("+4915112345678@sms.example.net",),
                       msg=mail(long_gsm))[1])
-    subs = s.wait_submits(4)
-    assert len(subs) == 4
+    subs = s.wait_submits(5)
+    assert len(subs) == 5
     c2 = code_of(send(c.nodes[0].smtp_port, sender="shop@acme.example",
                       rcpts=("+4915112345679@sms.example.net",),
                       msg=mail(ucs2))[1])
-    subs = s.wait_submits(6)
+    subs = s.wait_submits(7)
     g = [x for x in subs if x["destination_addr"] == "4915112345678"]
     u = [x for x in subs if x["destination_addr"] == "4915112345679"]
-    assert len(g) == 4 and len(u) == 2
+    assert len(g) == 5 and len(u) == 2
     assert {x["data_coding"] for x in g} == {0}
     assert {x["data_coding"] for x in u} == {8}
     text = b""
@@ -147,12 +147,12 @@ def test_long_texts_are_split_gsm_and_ucs2(setup, concat):
         sm = bytes.fromhex(x["short_message"])
         if concat == "udh":
             assert x["esm_class"] & 0x40
-            assert sm[:3] == b"\x05\x00\x03" and sm[4:6] == bytes([4, i + 1])
+            assert sm[:3] == b"\x05\x00\x03" and sm[4:6] == bytes([5, i + 1])
             sm = sm[6:]
         else:
             assert x["esm_class"] & 0x40 == 0
             assert (x["sar_total_segments"], x["sar_segment_seqnum"]) == \
-                (4, i + 1)
+                (5, i + 1)
         assert len(sm) <= 153
         text += sm
     assert text == gsm(long_gsm)
@@ -167,7 +167,7 @@ def test_long_texts_are_split_gsm_and_ucs2(setup, concat):
     for code in (c1, c2):
         wait_states(c.nodes[1], code, ["delivered"])
     ev = events(c.nodes[0], c1)
-    assert [e["type"] for e in ev].count("receipt") == 4
+    assert [e["type"] for e in ev].count("receipt") == 5
 
 
 def test_receipt_before_the_response_and_throttling(setup):

@@ -66,15 +66,24 @@ static void assigned(void *ud, int status, uint64_t index)
         LOG_DEBUG("event=shard_assign_failed error=%s", sr_strerror(status));
 }
 
+/* The nodes whose lease runs past `after` (entry-time clock), into live. */
+static size_t live_nodes(const uint64_t *nodes, const uint64_t *expiry,
+                         size_t n, uint64_t after, uint64_t *live)
+{
+    size_t nl = 0;
+    for (size_t i = 0; i < n; i++)
+        if (expiry[i] > after)
+            live[nl++] = nodes[i];
+    return nl;
+}
+
 /* Leader: give every shard without a live owner to a live node. */
 static void assign(struct shards *s)
 {
     uint64_t nodes[MAX_NODES], expiry[MAX_NODES], live[MAX_NODES];
-    size_t n = dqueue_leases(s->store, nodes, expiry, MAX_NODES), nl = 0;
+    size_t n = dqueue_leases(s->store, nodes, expiry, MAX_NODES);
     uint64_t now = sr_wall_ms();
-    for (size_t i = 0; i < n; i++)
-        if (expiry[i] > now)
-            live[nl++] = nodes[i];
+    size_t nl = live_nodes(nodes, expiry, n, now, live);
     if (nl == 0)
         return;
     uint64_t owners[SHARD_COUNT], want[SHARD_COUNT], epoch;
@@ -138,11 +147,9 @@ static void released(void *ud, int status, uint64_t index)
 static void handover(struct shards *s)
 {
     uint64_t nodes[MAX_NODES], expiry[MAX_NODES], live[MAX_NODES];
-    size_t n = dqueue_leases(s->store, nodes, expiry, MAX_NODES), nl = 0;
-    uint64_t now = sr_wall_ms();
-    for (size_t i = 0; i < n; i++)
-        if (expiry[i] > now + SHARDS_LEASE_MS / 2)
-            live[nl++] = nodes[i];
+    size_t n = dqueue_leases(s->store, nodes, expiry, MAX_NODES);
+    size_t nl =
+        live_nodes(nodes, expiry, n, sr_wall_ms() + SHARDS_LEASE_MS / 2, live);
     uint64_t owners[SHARD_COUNT], epoch, draining = 0;
     dqueue_shards(s->store, owners, &epoch);
     uint32_t idle[SHARD_COUNT];

@@ -27,7 +27,10 @@ struct suspend {
     struct rnode *rn;
     uint64_t node_id;
     struct entry *entries;
+    unsigned n_entries;
 };
+
+#define SUSPEND_CACHE_MAX 4096
 
 struct suspend *suspend_new(struct queue_store *store, struct rnode *rn,
                             uint64_t node_id)
@@ -58,12 +61,27 @@ static struct entry *entry_get(struct suspend *s, const char *domain)
     for (struct entry *e = s->entries; e; e = e->next)
         if (strcasecmp(e->domain, domain) == 0)
             return e;
+    /* Bounded: past SUSPEND_CACHE_MAX domains, forget those not suspended
+     * (they are read again from the state when next needed). */
+    if (s->n_entries >= SUSPEND_CACHE_MAX) {
+        for (struct entry **pp = &s->entries; *pp;) {
+            struct entry *x = *pp;
+            if (!x->on) {
+                *pp = x->next;
+                free(x);
+                s->n_entries--;
+            } else {
+                pp = &x->next;
+            }
+        }
+    }
     struct entry *e = calloc(1, sizeof *e);
     if (e == NULL)
         return NULL;
     snprintf(e->domain, sizeof e->domain, "%s", domain);
     e->next = s->entries;
     s->entries = e;
+    s->n_entries++;
     return e;
 }
 

@@ -5,11 +5,9 @@ dkimpy, a verifier we did not write); the tracking endpoints of any node
 redirect, count opens and clicks, take RFC 8058 one-click unsubscribes;
 each becomes an event on every node; a suppressed address gets no more
 mail."""
-import base64
 import email
 import html.parser
 import re
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -19,39 +17,10 @@ import pytest
 
 from smtp_util import code_of, send
 from test_delivery import apply_policy, dest, wait_states  # noqa: F401
+from test_rewrap import dnsfunc_for, keys  # noqa: F401
 
 SECRET = "a1" * 32
 EXCLUDED = "https://acme.example/account"
-
-
-@pytest.fixture
-def keys(tmp_path):
-    out = {}
-    for sel, alg in (("rsa1", ["-algorithm", "RSA", "-pkeyopt",
-                               "rsa_keygen_bits:2048"]),
-                     ("ed1", ["-algorithm", "ed25519"])):
-        priv = tmp_path / (sel + ".pem")
-        subprocess.run(["openssl", "genpkey", *alg, "-out", str(priv)],
-                       check=True, capture_output=True)
-        der = subprocess.run(["openssl", "pkey", "-in", str(priv), "-pubout",
-                              "-outform", "DER"], check=True,
-                             capture_output=True).stdout
-        if sel == "ed1":
-            txt = "v=DKIM1; k=ed25519; p=" + base64.b64encode(
-                der[-32:]).decode()
-        else:
-            txt = "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
-        out[sel] = (str(priv), txt)
-    return out
-
-
-def dnsfunc_for(keys):
-    def dnsfunc(name, timeout=5):
-        for sel, (_, txt) in keys.items():
-            if name == ("%s._domainkey.acme.example." % sel).encode():
-                return txt.encode()
-        return None
-    return dnsfunc
 
 
 def engine_policy(d, keys, base):
@@ -65,7 +34,7 @@ def engine_policy(d, keys, base):
                 "bulk": True, "unsubscribe_mailto": "unsub@acme.example",
                 "tracking": True, "tracking_exclude": [EXCLUDED],
                 "dkim": [{"domain": "acme.example", "selector": s,
-                          "key_file": keys[s][0]} for s in ("rsa1", "ed1")],
+                          "key_file": keys[s][0]} for s in ("rsa2048", "ed")],
             }}],
         "tracking": {"base_url": base, "secret": SECRET},
         "routes": [{"domain": "*", "host": d.address, "tls": "none"}]}

@@ -115,8 +115,7 @@ def test_gsm_text_becomes_one_sms_and_its_receipt_delivers_it(setup):
     # the receipt (decimal id for a hex submit id) delivers it everywhere
     for n in c.nodes:
         rs = wait_states(n, code, ["delivered"])
-        assert "all 1 parts" in rs[0]["last_reply"] or \
-            "delivered" in rs[0]["last_reply"], rs
+        assert rs[0]["last_reply"] == "SMS delivered: all 1 parts", rs
     types = [e["type"] for e in events(c.nodes[0], code)]
     assert types == ["submitted", "receipt", "delivered"], types
     out = c.nodes[2].ctl("message", "show", code).stdout

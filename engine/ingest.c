@@ -251,6 +251,8 @@ static void push_more(struct ingest_job *j, unsigned count)
     }
 }
 
+static void hedge(uv_timer_t *t);
+
 static char *dup0(const char *s)
 {
     return strdup(s ? s : "");
@@ -342,6 +344,8 @@ int ingest_submit(struct ingest *in, const struct smtp_envelope *env,
     in->inflight++;
     in->inflight_bytes += j->len;
     *out = j;
+    if (!uv_is_active((uv_handle_t *)&in->hedge))
+        uv_timer_start(&in->hedge, hedge, HEDGE_TICK_MS, HEDGE_TICK_MS);
 
     j->refs++;
     if (body_store_put(in->bodies, j->code, j->body, j->len, local_put_cb, j) !=
@@ -382,6 +386,10 @@ static void hedge(uv_timer_t *t)
 {
     struct ingest *in = t->data;
     uint64_t now = uv_now(in->loop);
+    if (in->jobs == NULL) {
+        uv_timer_stop(t); /* an idle node does not wake up every tick */
+        return;
+    }
     for (struct ingest_job *j = in->jobs; j; j = j->next)
         if (!j->proposed && !j->answered && j->n_sent < j->n_peers &&
             now >= j->hedge_at)
@@ -405,8 +413,7 @@ int ingest_new(uv_loop_t *loop, const struct sr_config *cfg, unsigned boot,
     in->sweep.data = in;
     uv_timer_start(&in->sweep, sweep, 100, 100);
     uv_timer_init(loop, &in->hedge);
-    in->hedge.data = in;
-    uv_timer_start(&in->hedge, hedge, HEDGE_TICK_MS, HEDGE_TICK_MS);
+    in->hedge.data = in; /* started by the first job */
     *out = in;
     return 0;
 }

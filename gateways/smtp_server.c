@@ -11,6 +11,7 @@
 #include "engine/sms_text.h"
 #include "gateways/smtp_session.h"
 #include "node/errors.h"
+#include "node/uvout.h"
 #include "node/log.h"
 
 /* One listening socket; freed in its close callback. Static listeners come
@@ -78,26 +79,14 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void srv_unref(struct smtp_server *srv);
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 
-static void write_done(uv_write_t *w, int status)
-{
-    (void)status;
-    free(w->data);
-    free(w);
-}
-
 static void send_raw(struct conn *c, char *buf, size_t len)
 {
     if (c->closing) {
         free(buf);
         return;
     }
-    uv_write_t *w = malloc(sizeof *w);
-    w->data = buf;
-    uv_buf_t b = uv_buf_init(buf, (unsigned)len);
-    if (uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, write_done) != 0) {
-        free(buf);
-        free(w);
-    }
+    /* An error here shows up as a read error, which closes the session. */
+    uvout_write((uv_stream_t *)&c->tcp, buf, len, NULL, NULL);
 }
 
 static void flush_tls(struct conn *c)

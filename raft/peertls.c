@@ -13,6 +13,7 @@
 #include "node/config.h"
 #include "node/errors.h"
 #include "node/log.h"
+#include "node/uvout.h"
 
 #define HELLO_MAGIC "SRPEER1"
 #define CHUNK 16384
@@ -151,22 +152,15 @@ static void on_timeout(uv_timer_t *t)
 
 /* ---- writes ---- */
 
-struct wreq {
-    uv_write_t w;
-    struct link *l;
-    char *buf;
-};
-
 static void tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 static void pipe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 
-static void tcp_written(uv_write_t *w, int status)
+/* The callbacks run only for writes the socket did not take at once
+ * (node/uvout.h); only those can leave a direction paused. */
+static void tcp_written(void *ud, int status)
 {
-    struct wreq *r = (struct wreq *)w;
-    struct link *l = r->l;
-    free(r->buf);
-    free(r);
+    struct link *l = ud;
     if (l->state == L_CLOSING)
         return;
     if (status != 0) {
@@ -180,12 +174,9 @@ static void tcp_written(uv_write_t *w, int status)
     }
 }
 
-static void pipe_written(uv_write_t *w, int status)
+static void pipe_written(void *ud, int status)
 {
-    struct wreq *r = (struct wreq *)w;
-    struct link *l = r->l;
-    free(r->buf);
-    free(r);
+    struct link *l = ud;
     if (l->state == L_CLOSING)
         return;
     if (status != 0) {
@@ -200,22 +191,9 @@ static void pipe_written(uv_write_t *w, int status)
 }
 
 static int write_to(struct link *l, uv_stream_t *s, char *buf, size_t len,
-                    uv_write_cb cb)
+                    uvout_cb cb)
 {
-    struct wreq *r = malloc(sizeof *r);
-    if (r == NULL) {
-        free(buf);
-        return SR_ENOMEM;
-    }
-    r->l = l;
-    r->buf = buf;
-    uv_buf_t b = uv_buf_init(buf, (unsigned)len);
-    if (uv_write(&r->w, s, &b, 1, cb) != 0) {
-        free(buf);
-        free(r);
-        return SR_EIO;
-    }
-    return 0;
+    return uvout_write(s, buf, len, cb, l);
 }
 
 /* Moves what OpenSSL wants to send onto the TCP socket. */

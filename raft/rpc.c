@@ -8,6 +8,7 @@
 #include "node/config.h"
 #include "node/errors.h"
 #include "node/log.h"
+#include "node/uvout.h"
 #include "proto/codec.h"
 #include "raft/peertls.h"
 
@@ -149,28 +150,10 @@ static int rbuf_frames(struct rbuf *b, void (*fn)(void *, Sr__Rpc *), void *arg)
     return rc;
 }
 
-static void write_done(uv_write_t *w, int status)
-{
-    (void)status;
-    free(w->data);
-    free(w);
-}
-
 static int write_frame(uv_stream_t *s, uint8_t *frame, size_t len)
 {
-    uv_write_t *w = malloc(sizeof *w);
-    if (w == NULL) {
-        free(frame);
-        return SR_ENOMEM;
-    }
-    w->data = frame;
-    uv_buf_t b = uv_buf_init((char *)frame, (unsigned)len);
-    if (uv_write(w, s, &b, 1, write_done) != 0) {
-        free(frame);
-        free(w);
-        return SR_EIO;
-    }
-    return 0;
+    /* A failed queued write shows up as a read error on the same stream. */
+    return uvout_write(s, (char *)frame, len, NULL, NULL);
 }
 
 static void rpc_unref(struct rpc *r);

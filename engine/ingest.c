@@ -35,7 +35,27 @@ struct ingest {
     struct ingest_job *jobs; /* doubly linked, for the deadline sweep */
     unsigned inflight;
     size_t inflight_bytes;
+    unsigned window_us; /* the body store's group commit window, when auto */
 };
+
+/* With bodies.group_commit_us unset, the window follows the membership. A
+ * single node has its own sync alone on the path to 250, so a long window
+ * is latency the client waits for (measured: 3 ms cost a single node 19 %
+ * of its rate at 20 sessions). In a cluster the local sync overlaps with
+ * the push to a peer, and fewer, larger syncs save the CPU the three
+ * nodes share (3 ms: 11 % more messages at 20 sessions, 18 % at 100, a
+ * quarter less CPU per message). */
+static void follow_membership(struct ingest *in, unsigned voters)
+{
+    if (in->cfg->body_group_commit_us != SR_GROUP_COMMIT_AUTO)
+        return;
+    unsigned want =
+        voters > 1 ? SR_GROUP_COMMIT_CLUSTER_US : SR_GROUP_COMMIT_SINGLE_US;
+    if (want != in->window_us) {
+        in->window_us = want;
+        body_store_set_window(in->bodies, want);
+    }
+}
 
 /* Owned by struct ingest from submit until `refs` drops to zero. */
 struct ingest_job {
@@ -297,6 +317,7 @@ int ingest_submit(struct ingest *in, const struct smtp_envelope *env,
     unsigned nv = rnode_voters(in->rn, voters, MAX_VOTERS);
     if (nv == 0)
         return SR_ENOTLEADER; /* not (yet) part of a cluster */
+    follow_membership(in, nv);
     struct ingest_job *j = calloc(1, sizeof *j);
     if (j == NULL)
         return SR_ENOMEM;
@@ -408,6 +429,7 @@ int ingest_new(uv_loop_t *loop, const struct sr_config *cfg, unsigned boot,
     in->bodies = bodies;
     in->rn = rn;
     in->rpc = rpc;
+    in->window_us = SR_GROUP_COMMIT_SINGLE_US; /* as node.c opened it */
     code_gen_init(&in->codes, (unsigned)cfg->node_id, boot);
     uv_timer_init(loop, &in->sweep);
     in->sweep.data = in;
@@ -470,6 +492,7 @@ void ingest_handle_body_put(struct ingest *in, struct rpc_call *call,
         reply_body(call, SR_EINVAL, NULL, 0);
         return;
     }
+    follow_membership(in, 2); /* a peer pushed it: we are in a cluster */
     /* The request, body included, stays allocated until rpc_reply() (even
      * if the connection goes), which peer_put_cb calls once the store is
      * done with it: no copy of the body is needed. */

@@ -505,7 +505,7 @@ static int defaults(struct sr_config *cfg)
     cfg->command_timeout_s = 300;
     cfg->data_timeout_s = 180;
     cfg->body_copies = 0;
-    cfg->body_group_commit_us = 1000;
+    cfg->body_group_commit_us = SR_GROUP_COMMIT_AUTO;
     cfg->log_level = strdup("info");
     cfg->raft_listen = strdup("127.0.0.1:7001");
     cfg->rpc_listen = strdup("127.0.0.1:7101");

@@ -119,8 +119,15 @@ struct sr_config {
                              a majority of the voters */
     unsigned body_group_commit_us; /* bodies.group_commit_us: under load,
                                       wait this long to sync more bodies at
-                                      once, default 1000, 0 = off */
+                                      once, 0 = off; default
+                                      SR_GROUP_COMMIT_AUTO */
 };
+
+/* bodies.group_commit_us not set: 1000 us while this node is the only
+ * voter, 3000 us in a cluster (engine/ingest.c). */
+#define SR_GROUP_COMMIT_AUTO 0xffffffffu
+#define SR_GROUP_COMMIT_SINGLE_US 1000u
+#define SR_GROUP_COMMIT_CLUSTER_US 3000u
 
 /* Fills cfg with the built-in defaults (for node id 1). */
 void config_defaults(struct sr_config *cfg);

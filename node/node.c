@@ -318,8 +318,11 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
         return rc;
     load_policy(n);
     snprintf(dir, sizeof dir, "%s/bodies", cfg->data_dir);
-    if ((rc = body_store_open(&n->loop, dir, cfg->body_group_commit_us,
-                              &n->bodies, err, errlen)) != 0)
+    unsigned window = cfg->body_group_commit_us == SR_GROUP_COMMIT_AUTO
+                          ? SR_GROUP_COMMIT_SINGLE_US
+                          : cfg->body_group_commit_us;
+    if ((rc = body_store_open(&n->loop, dir, window, &n->bodies, err,
+                              errlen)) != 0)
         return rc;
     struct rpc_tls tls = {cfg->cluster_tls_ca, cfg->cluster_tls_cert,
                           cfg->cluster_tls_key};

@@ -96,9 +96,10 @@ struct body_store {
     int stopping;
     unsigned window_us; /* group commit window, 0 = none */
     /* worker state */
-    uint64_t last_batch_end; /* mono_us() when the last batch finished */
-    int loading;             /* reading segments at open: unlink nothing yet */
-    uint64_t seg_max;        /* start a new segment past this size */
+    uint64_t last_batch_end;  /* mono_us() when the last batch finished */
+    unsigned last_batch_puts; /* bodies the last batch wrote */
+    int loading;              /* reading segments at open: unlink nothing yet */
+    uint64_t seg_max;         /* start a new segment past this size */
     /* records of the batch being written (worker only) */
     struct iovec iov[4 * BATCH_RECORDS];
     uint8_t hdr[BATCH_RECORDS][HDR];
@@ -568,12 +569,14 @@ static void *worker(void *arg)
             pthread_cond_wait(&b->cv, &b->mu);
         if (b->todo == NULL && b->stopping)
             break;
-        if (b->window_us > 0 && !b->stopping &&
+        if (b->window_us > 0 && !b->stopping && b->last_batch_puts >= 2 &&
             mono_us() - b->last_batch_end < 10000) {
-            /* Busy (a batch ended less than 10 ms ago): wait a little for
+            /* Busy (the last batch, less than 10 ms ago, held several
+             * bodies: clients are writing concurrently): wait a little for
              * more bodies so that one fdatasync covers more of them, as
-             * PostgreSQL's commit_delay does. On this hardware each sync,
-             * not each byte, is what costs. An idle store syncs at once. */
+             * PostgreSQL's commit_delay does with commit_siblings. On this
+             * hardware each sync, not each byte, is what costs. A store
+             * that gets one body at a time syncs at once. */
             pthread_mutex_unlock(&b->mu);
             usleep(b->window_us);
             pthread_mutex_lock(&b->mu);
@@ -584,8 +587,11 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&b->mu);
 
         int writes = 0;
-        for (struct job *j = jobs; j; j = j->next)
+        unsigned puts = 0;
+        for (struct job *j = jobs; j; j = j->next) {
             writes |= j->kind == JOB_PUT || j->kind == JOB_DEL;
+            puts += j->kind == JOB_PUT;
+        }
         if (writes)
             write_batch(b, jobs);
         for (struct job *j = jobs; j; j = j->next) {
@@ -599,6 +605,7 @@ static void *worker(void *arg)
         if (writes) {
             b->commits++;
             b->last_batch_end = mono_us();
+            b->last_batch_puts = puts;
         }
         b->count = b->used;
         for (struct job *j = jobs; j;) {
@@ -650,6 +657,13 @@ static void free_worker_state(struct body_store *b)
             close(b->segs[i].fd);
     free(b->segs);
     free(b->dir);
+}
+
+void body_store_set_window(struct body_store *b, unsigned window_us)
+{
+    pthread_mutex_lock(&b->mu);
+    b->window_us = window_us;
+    pthread_mutex_unlock(&b->mu);
 }
 
 int body_store_open(uv_loop_t *loop, const char *dir, unsigned window_us,

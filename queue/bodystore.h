@@ -29,6 +29,8 @@ typedef void (*body_get_cb)(void *ud, int status, uint8_t *data, size_t len);
  * waits this long for more before it writes and syncs (0 = never). */
 int body_store_open(uv_loop_t *loop, const char *dir, unsigned window_us,
                     struct body_store **out, char *err, size_t errlen);
+/* Changes the window for the batches that follow (any thread). */
+void body_store_set_window(struct body_store *b, unsigned window_us);
 /* Finishes queued work, stops the worker, closes the handle; the store is
  * freed when the loop runs the close callback. */
 void body_store_close(struct body_store *b);

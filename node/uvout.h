@@ -22,7 +22,6 @@
 typedef void (*uvout_cb)(void *ud, int status);
 
 /* 0, or a negative SR_ code (the stream refused the write). */
-int uvout_write(uv_stream_t *s, char *buf, size_t len, uvout_cb done,
-                void *ud);
+int uvout_write(uv_stream_t *s, char *buf, size_t len, uvout_cb done, void *ud);
 
 #endif

@@ -15,10 +15,16 @@
 #define MAX_INFLIGHT_BYTES ((size_t)2 << 30)
 #define MAX_VOTERS 16
 /* Bodies go first to just enough peers for a majority; the other voters
- * get them only if those have not answered within HEDGE_MS (or failed).
- * Every body is then written on a bare majority of the nodes in the
- * common case, not on all of them. */
-#define HEDGE_MS 20
+ * get them only if those have not answered in time (or failed). Every body
+ * is then written on a bare majority of the nodes in the common case, not
+ * on all of them. "In time" is three times the recent push round trip
+ * (an EWMA), within [HEDGE_MIN_MS, HEDGE_MAX_MS]: a fixed 20 ms made a
+ * loaded cluster hedge most 100 KB bodies (their round trip was about
+ * 25 ms), so all three nodes wrote them and the load rose further. A
+ * peer that is down fails its push at once; the hedge is for one that
+ * hangs. */
+#define HEDGE_MIN_MS 20
+#define HEDGE_MAX_MS 500
 #define HEDGE_TICK_MS 5
 
 struct ingest {
@@ -36,6 +42,7 @@ struct ingest {
     unsigned inflight;
     size_t inflight_bytes;
     unsigned window_us; /* the body store's group commit window, when auto */
+    double push_rtt_ms; /* EWMA of successful body push round trips */
 };
 
 /* With bodies.group_commit_us unset, the window follows the membership. A
@@ -217,6 +224,7 @@ static void local_put_cb(void *ud, int status)
 struct push {
     struct ingest_job *job;
     uint64_t peer;
+    uint64_t sent; /* uv_now() */
 };
 
 static void push_cb(void *ud, int status, const Sr__Rpc *resp)
@@ -224,9 +232,12 @@ static void push_cb(void *ud, int status, const Sr__Rpc *resp)
     struct push *p = ud;
     struct ingest_job *j = p->job;
     if (status == 0 && resp->body_case == SR__RPC__BODY_BODY_RESP &&
-        resp->body_resp->status == 0)
+        resp->body_resp->status == 0) {
+        struct ingest *in = j->in;
+        double rtt = (double)(uv_now(in->loop) - p->sent);
+        in->push_rtt_ms = in->push_rtt_ms * 0.9 + rtt * 0.1;
         add_holder(j, p->peer);
-    else {
+    } else {
         LOG_DEBUG("code=%s event=body_push_failed peer=%llu error=%s", j->code,
                   (unsigned long long)p->peer,
                   status ? sr_strerror(status) : "refused");
@@ -260,6 +271,7 @@ static void push_more(struct ingest_job *j, unsigned count)
             return;
         p->job = j;
         p->peer = id;
+        p->sent = uv_now(in->loop);
         j->refs++;
         if (rpc_send(in->rpc, id, addr, &rpc, in->cfg->commit_timeout_ms,
                      push_cb, p) != 0) {
@@ -377,7 +389,12 @@ int ingest_submit(struct ingest *in, const struct smtp_envelope *env,
         if (voters[(i + in->rr) % nv] != in->cfg->node_id)
             j->peers[j->n_peers++] = voters[(i + in->rr) % nv];
     in->rr++;
-    j->hedge_at = j->start + HEDGE_MS;
+    double hedge = in->push_rtt_ms * 3;
+    if (hedge < HEDGE_MIN_MS)
+        hedge = HEDGE_MIN_MS;
+    if (hedge > HEDGE_MAX_MS)
+        hedge = HEDGE_MAX_MS;
+    j->hedge_at = j->start + (uint64_t)hedge;
     /* The local copy counts as one holder. */
     push_more(j, j->need > 0 ? j->need - 1 : 0);
     return 0;

@@ -197,6 +197,40 @@ def test_paused_leader_never_acknowledges_after_losing_its_term(make_cluster):
         assert set(acked) <= set(listing["codes"])
 
 
+def test_hung_follower_bodies_go_to_the_other_voter(make_cluster):
+    """A follower that hangs (SIGSTOP: its sockets stay open, nothing fails)
+    must not hold up acceptance: bodies whose first peer is the hung one
+    are hedged to the other voter, and every message gets its 250 with
+    the leader and the live follower as holders. The commit timeout (5 s)
+    is far above the hedge delay, so a 4xx here means no hedge."""
+    import signal
+    from smtp_util import send
+    c = make_cluster(n=3, commit_timeout_ms=5000).start()
+    leader = c.wait_leader()
+    # warm up: some pushes complete, so the hedge delay follows a real
+    # round trip
+    for _ in range(4):
+        assert send(leader.smtp_port)[0] == 250
+    hung, live = [n for n in c.nodes if n.id != leader.id]
+    hung.proc.send_signal(signal.SIGSTOP)
+    try:
+        codes = []
+        # one at a time: the first peer asked rotates, so half of these
+        # go to the hung follower first
+        for _ in range(8):
+            code, text = send(leader.smtp_port)
+            assert code == 250, (code, text)
+            codes.append(code_of(text))
+        for code in codes:
+            st, m = leader.api("GET", "/v1/messages/" +
+                               urllib.parse.quote(code, safe=""))
+            assert st == 200
+            assert sorted(m["holders"]) == sorted([leader.id, live.id]), m
+    finally:
+        hung.proc.send_signal(signal.SIGCONT)
+    c.wait_converged()
+
+
 def test_full_disk_gets_4xx_never_250(make_cluster, tmp_path):
     """A node whose data directory fills up answers 4xx and acknowledges
     nothing it did not keep; more space lets it accept again."""

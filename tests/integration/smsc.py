@@ -13,7 +13,6 @@ The first use runs `npm install` in smsc/ when node_modules/smpp is missing,
 under a file lock so parallel test processes do not race.
 """
 import atexit
-import fcntl
 import json
 import os
 import signal
@@ -31,29 +30,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SIM_DIR = os.path.join(HERE, "smsc")
 SIM_JS = os.path.join(SIM_DIR, "smsc.js")
 NODE = os.environ.get("SMARTRELAY_NODE", "node")
-NPM = os.environ.get("SMARTRELAY_NPM", "npm")
 
 _live = set()
 
 
 def ensure_installed():
-    """Installs the simulator's npm dependencies once (idempotent, locked)."""
+    """The simulator's npm packages come from ci/install-deps (npm ci, pinned
+    by package-lock.json); tests do not install anything themselves."""
     marker = os.path.join(SIM_DIR, "node_modules", "smpp", "package.json")
-    if os.path.exists(marker):
-        return
-    with open(os.path.join(SIM_DIR, ".npm-install.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if os.path.exists(marker):
-                return
-            r = subprocess.run([NPM, "install", "--no-audit", "--no-fund"],
-                               cwd=SIM_DIR, capture_output=True, text=True,
-                               timeout=600)
-            if r.returncode != 0 or not os.path.exists(marker):
-                raise RuntimeError("npm install in %s failed:\n%s\n%s"
-                                   % (SIM_DIR, r.stdout, r.stderr))
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    if not os.path.exists(marker):
+        raise RuntimeError("the SMSC simulator's npm packages are missing in "
+                           "%s: run ci/install-deps" % SIM_DIR)
 
 
 class Smsc:

@@ -53,6 +53,18 @@ def wait_states(node, code, want, timeout=30):
     raise AssertionError("%s: %s, wanted %s" % (code, got, want))
 
 
+def wait_shards_spread(c, timeout=20):
+    """Waits until every node of c owns shards; returns the owner per
+    shard (GET /v1/shards on the leader)."""
+    deadline = time.time() + timeout
+    while True:
+        owners = c.wait_leader().api("GET", "/v1/shards")[1]["owners"]
+        if len(set(owners) - {0}) == len(c.nodes):
+            return owners
+        assert time.time() < deadline, "shards not spread: %s" % owners
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def dest():
     made = []
@@ -213,14 +225,7 @@ def test_owner_killed_while_delivering(make_cluster, dest):
     d = dest(delay=0.05)
     c = make_cluster(n=3, delivery={"max_connections_per_domain": 2}).start()
     apply_policy(c, routes(d))
-    # wait until the shards are spread over the three nodes
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        st, sh = c.wait_leader().api("GET", "/v1/shards")
-        if len(set(sh["owners"]) - {0}) == 3:
-            break
-        time.sleep(0.2)
-    owners = sh["owners"]
+    owners = wait_shards_spread(c)
     victim_id = max(set(owners), key=owners.count)
     victim = c.node(victim_id)
     others = [n for n in c.nodes if n.id != victim_id]

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from smtp_util import code_of, send
-from test_delivery import apply_policy, dest, routes, wait_states  # noqa: F401
+from test_delivery import (apply_policy, dest, routes,  # noqa: F401
+                           wait_shards_spread, wait_states)
 
 FAST_RETRY = {"retry_min_s": 1, "retry_max_s": 2}
 TS04 = "421 4.7.0 [TS04] Messages from 127.0.0.1 temporarily deferred"
@@ -159,9 +160,7 @@ def test_rate_shared_by_two_nodes_measured_at_destination(
         policy["global"] = {"per_second": rate}
     apply_policy(c, policy)
     leader = c.wait_leader()
-    owners = wait_for(lambda: (lambda sh: sh["owners"] if len(
-        set(sh["owners"]) - {0}) == 3 else None)(
-            leader.api("GET", "/v1/shards")[1]), what="shards spread")
+    owners = wait_shards_spread(c)
     doms = {}
     for i in range(200):
         dom = "rate%d.example" % i

@@ -211,8 +211,9 @@ function flushPending(systemId) {
 // ---- SMPP server ---------------------------------------------------------
 
 function onSubmit(session, pdu) {
+  const now = Date.now();  // one clock read: the record and the rate agree
   const msg = {
-    time: Date.now() / 1000, system_id: session.systemId,
+    time: now / 1000, system_id: session.systemId,
     session: session.number,
     source_addr: pdu.source_addr, source_addr_ton: pdu.source_addr_ton,
     source_addr_npi: pdu.source_addr_npi,
@@ -238,7 +239,7 @@ function onSubmit(session, pdu) {
   } else if (mode.throttle) {
     status = smpp.ESME_RTHROTTLED;
   } else if (mode.max_per_second !== null && mode.max_per_second !== undefined) {
-    const sec = Math.floor(Date.now() / 1000);
+    const sec = Math.floor(now / 1000);
     if (rate.second !== sec) rate = { second: sec, count: 0 };
     if (rate.count >= mode.max_per_second) status = smpp.ESME_RTHROTTLED;
     else rate.count++;

@@ -975,21 +975,21 @@ static int cmd_sms(const struct ctl *ctl, int argc, char **argv)
         return 0;
     }
     if (argc == 2 && strcmp(argv[0], "test") == 0) {
-        char path[200], num[64];
+        char path[200];
+        if (strlen(argv[1]) > 40 ||
+            strspn(argv[1], "+0123456789.- ") != strlen(argv[1]))
+            return ctl_usage("sms test: \"%s\" is not a phone number", argv[1]);
+        char digits[48];
         size_t k = 0;
-        for (const char *p = argv[1]; *p && k < sizeof num - 4; p++) {
-            if (*p == '+') {
-                memcpy(num + k, "%2B", 3);
-                k += 3;
-            } else if ((*p >= '0' && *p <= '9') || *p == '.' || *p == '-') {
-                num[k++] = *p;
-            } else if (*p != ' ') {
-                return ctl_usage("sms test: \"%s\" is not a phone number",
-                                 argv[1]);
-            }
-        }
-        num[k] = '\0';
+        for (const char *p = argv[1]; *p; p++)
+            if (*p != ' ') /* "+39 333 0000001" as written on paper */
+                digits[k++] = *p;
+        digits[k] = '\0';
+        char *num = url_encode(digits);
+        if (num == NULL)
+            return 1;
         snprintf(path, sizeof path, "/v1/sms/test?number=%s", num);
+        free(num);
         int rc = ctl_fetch(ctl, "GET", path, NULL, &j);
         if (rc != 0 || j == NULL)
             return rc;

@@ -932,15 +932,23 @@ static void dest_pump(struct dest *ds)
 
 /* ---- bodies ---- */
 
+/* An I/O of job j (body fetch, re-wrap, SMS send) came back: false when
+ * the engine is stopping and j is freed (the caller returns). */
+static bool job_io_back(struct job *j)
+{
+    j->d->io--;
+    if (j->d->stopping) {
+        job_free(j);
+        return false;
+    }
+    return true;
+}
+
 static void prepared(void *ud, const struct prepare_out *out)
 {
     struct job *j = ud;
-    struct deliver *d = j->d;
-    d->io--;
-    if (d->stopping) {
-        job_free(j);
+    if (!job_io_back(j))
         return;
-    }
     if (out->msg != NULL) {
         free(j->body);
         j->body = (uint8_t *)out->msg;
@@ -965,12 +973,8 @@ static void prepared(void *ud, const struct prepare_out *out)
 static void sms_done(void *ud, const struct sms_outcome *o)
 {
     struct job *j = ud;
-    struct deliver *d = j->d;
-    d->io--;
-    if (d->stopping) {
-        job_free(j);
+    if (!job_io_back(j))
         return;
-    }
     snprintf(j->mx, sizeof j->mx, "%s", o->smsc[0] ? o->smsc : "none");
     if (o->outcome == DELIVERY_SUBMITTED) {
         j->sms_ids = calloc(o->n_ids ? o->n_ids : 1, sizeof *j->sms_ids);
@@ -1032,11 +1036,8 @@ static void fetch_next(struct job *j);
 static void got_remote(void *ud, int status, const Sr__Rpc *resp)
 {
     struct job *j = ud;
-    j->d->io--;
-    if (j->d->stopping) {
-        job_free(j);
+    if (!job_io_back(j))
         return;
-    }
     if (status != 0 || resp->body_case != SR__RPC__BODY_BODY_RESP ||
         resp->body_resp->status != 0) {
         fetch_next(j);
@@ -1087,10 +1088,8 @@ static void fetch_next(struct job *j)
 static void got_local(void *ud, int status, uint8_t *data, size_t len)
 {
     struct job *j = ud;
-    j->d->io--;
-    if (j->d->stopping) {
+    if (!job_io_back(j)) {
         free(data);
-        job_free(j);
         return;
     }
     if (status == 0) {
@@ -1152,32 +1151,30 @@ static void make_jobs(struct deliver *d, const struct due *items, size_t n)
     if (queue_store_get_message(d->deps.store, items[0].code, &m) != 0)
         return;
     Sr__MessageAccept *a = m->accept;
-    bool *taken = calloc(n, sizeof *taken);
-    bool *supp = calloc(n, sizeof *supp);
-    if (taken == NULL || supp == NULL) {
+    /* per item: taken (in a job), suppressed, an SMS recipient */
+    bool *taken = calloc(3 * n, sizeof *taken);
+    const char **addrs = calloc(n, sizeof *addrs);
+    if (taken == NULL || addrs == NULL) {
         free(taken);
-        free(supp);
+        free(addrs);
         sr__stored_message__free_unpacked(m, NULL);
         return;
     }
+    bool *supp = taken + n, *smsr = taken + 2 * n;
     const struct policy *pol = d->deps.policy(d->deps.ud);
     const struct policy_customer *cu = policy_find(pol, a->customer);
     /* re-wrapped mail is made per recipient (VERP, tokens) */
     bool per_rcpt = cu && cu->rewrap && pol->tracking;
-    bool *smsr = calloc(n, sizeof *smsr);
-    if (smsr == NULL) {
-        free(taken);
-        free(supp);
-        sr__stored_message__free_unpacked(m, NULL);
-        return;
-    }
     for (size_t i = 0; i < n; i++) {
         if (items[i].rcpt >= m->n_rcpts)
             continue;
-        const char *addr = m->rcpts[items[i].rcpt]->address;
-        supp[i] = dqueue_suppressed(d->deps.store, a->customer, addr);
-        smsr[i] = sms_is_rcpt(pol, a->customer, addr);
+        addrs[i] = m->rcpts[items[i].rcpt]->address;
+        smsr[i] = cu && cu->sms && strchr(addrs[i], '@') &&
+                  policy_sms_domain(cu->sms, domain_of(addrs[i]));
     }
+    /* one read transaction for the message's recipients */
+    dqueue_suppressed_many(d->deps.store, a->customer, addrs, n, supp);
+    free(addrs);
     for (size_t i = 0; i < n; i++) {
         if (taken[i] || items[i].rcpt >= m->n_rcpts)
             continue;
@@ -1263,8 +1260,6 @@ static void make_jobs(struct deliver *d, const struct due *items, size_t n)
             fetch_next(j);
     }
     free(taken);
-    free(supp);
-    free(smsr);
     sr__stored_message__free_unpacked(m, NULL);
 }
 

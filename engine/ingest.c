@@ -389,12 +389,12 @@ int ingest_submit(struct ingest *in, const struct smtp_envelope *env,
         if (voters[(i + in->rr) % nv] != in->cfg->node_id)
             j->peers[j->n_peers++] = voters[(i + in->rr) % nv];
     in->rr++;
-    double hedge = in->push_rtt_ms * 3;
-    if (hedge < HEDGE_MIN_MS)
-        hedge = HEDGE_MIN_MS;
-    if (hedge > HEDGE_MAX_MS)
-        hedge = HEDGE_MAX_MS;
-    j->hedge_at = j->start + (uint64_t)hedge;
+    double wait_ms = in->push_rtt_ms * 3;
+    if (wait_ms < HEDGE_MIN_MS)
+        wait_ms = HEDGE_MIN_MS;
+    if (wait_ms > HEDGE_MAX_MS)
+        wait_ms = HEDGE_MAX_MS;
+    j->hedge_at = j->start + (uint64_t)wait_ms;
     /* The local copy counts as one holder. */
     push_more(j, j->need > 0 ? j->need - 1 : 0);
     return 0;

@@ -41,7 +41,7 @@ struct send {
     struct send *next; /* waiting list */
     struct sms_engine *e;
     uv_work_t req;
-    char *code, *rcpt, *customer;
+    char *code, *rcpt;
     unsigned idx;
     const uint8_t *body;
     size_t len;
@@ -88,7 +88,6 @@ struct sms_engine {
     struct rates *rates;
     uint64_t node_id;
     struct bind *binds;
-    const struct policy *synced;
     struct send *waiting;
     uv_timer_t timer;
     unsigned sends; /* alive, including workers */
@@ -192,11 +191,13 @@ static bool bind_up(const struct bind *b)
     return false;
 }
 
+/* Runs every delivery tick: the policy is matched by content (a changed
+ * policy may reuse the old one's address), which costs a few snprintf
+ * and strcmp per SMSC. */
 void sms_engine_policy(struct sms_engine *e, const struct policy *p)
 {
-    if (e->closing || p == e->synced)
+    if (e->closing)
         return;
-    e->synced = p;
     for (struct bind *b = e->binds; b; b = b->next)
         b->seen = false;
     for (unsigned i = 0; p && p->sms && i < p->sms->n_smscs; i++) {
@@ -254,8 +255,8 @@ void sms_engine_policy(struct sms_engine *e, const struct policy *p)
     for (struct bind **bp = &e->binds; *bp;) {
         struct bind *b = *bp;
         bool busy = false;
-        for (struct send *w = e->waiting; w; w = w->next)
-            busy = busy || w->b == b;
+        for (struct send *w = e->waiting; w && !b->seen && !busy; w = w->next)
+            busy = w->b == b;
         if (!b->seen && !busy) {
             *bp = b->next;
             bind_free(b);
@@ -280,18 +281,10 @@ void sms_engine_binds(const struct sms_engine *e, unsigned *bound,
 
 /* ---- sending ---- */
 
-bool sms_is_rcpt(const struct policy *p, const char *customer, const char *rcpt)
-{
-    const struct policy_customer *cu = policy_find(p, customer);
-    const char *at = strrchr(rcpt, '@');
-    return cu && cu->sms && at && policy_sms_domain(cu->sms, at + 1);
-}
-
 static void send_free(struct send *s)
 {
     free(s->code);
     free(s->rcpt);
-    free(s->customer);
     free(s->sender);
     free(s->marker);
     sms_mime_free(&s->mime);
@@ -416,7 +409,7 @@ static void pump_one(struct send *s, uint64_t now)
             if (!rates_take_scope(e->rates, scope,
                                   (uint64_t)s->b->per_second * 3600,
                                   s->b->per_second, sr_wall_ms()))
-                return;
+                break; /* no token now: the busy limit below still counts */
         }
         const struct sms_part *p = &s->msg.parts[s->next_part];
         struct smpp_sm m = {0};
@@ -436,7 +429,7 @@ static void pump_one(struct send *s, uint64_t now)
         m.sar_segment_seqnum = p->sar_segment_seqnum;
         struct part_ctx *pc = malloc(sizeof *pc);
         if (pc == NULL)
-            return;
+            break;
         pc->s = s;
         pc->part = s->next_part;
         char err[SR_ERRMSG_SIZE];
@@ -445,9 +438,18 @@ static void pump_one(struct send *s, uint64_t now)
         if (rc != 0) {
             free(pc);
             if (rc == SR_EFULL)
-                return;
-            s->perm = 1;
-            snprintf(s->why, sizeof s->why, "554 5.6.0 cannot encode: %s", err);
+                break; /* the window is full: later */
+            /* Only a PDU that cannot be encoded is permanent; a failed
+             * write or allocation is tried again. */
+            if (rc == SR_EINVAL) {
+                s->perm = 1;
+                snprintf(s->why, sizeof s->why, "554 5.6.0 cannot encode: %s",
+                         err);
+            } else {
+                s->temp = 1;
+                snprintf(s->why, sizeof s->why, "451 4.4.2 %s: %s", s->b->name,
+                         err);
+            }
             break;
         }
         s->pending++;
@@ -640,19 +642,13 @@ static void start(struct send *s)
         return;
     }
     /* the text: subject first when the policy says so */
-    size_t tl = s->mime.text_len;
-    char *text = malloc(strlen(s->mime.subject) + tl + 2);
+    size_t n;
+    char *text = sms_mime_compose(&s->mime, s->subject == SMS_SUBJECT_PREPEND,
+                                  s->marker, &n);
     if (text == NULL) {
         finish(s, DELIVERY_DEFERRED, "451 4.3.0 out of memory");
         return;
     }
-    size_t n = 0;
-    if (s->subject == SMS_SUBJECT_PREPEND && s->mime.subject[0]) {
-        n = (size_t)sprintf(text, "%s\n", s->mime.subject);
-    }
-    memcpy(text + n, s->mime.text, tl);
-    n += tl;
-    n = sms_text_prepare(text, n, s->marker);
     /* the route: bound SMSCs of the longest prefix (shares, priority,
      * cost) */
     uint64_t now = uv_now(e->loop);
@@ -722,7 +718,6 @@ int sms_send(struct sms_engine *e, const struct policy *p, const char *customer,
     e->sends++;
     s->code = strdup(code);
     s->rcpt = strdup(rcpt);
-    s->customer = strdup(customer);
     s->idx = idx;
     s->body = body;
     s->len = len;
@@ -746,7 +741,8 @@ int sms_send(struct sms_engine *e, const struct policy *p, const char *customer,
             snprintf(s->prefix, sizeof s->prefix, "%s", r->prefix);
         }
     }
-    if (!s->code || !s->rcpt || !s->customer) {
+    if (!s->code || !s->rcpt || (cu->sms->sender && !s->sender) ||
+        (cu->sms->signature_marker && !s->marker)) {
         send_free(s);
         return SR_ENOMEM;
     }

@@ -51,10 +51,6 @@ void sms_engine_free(struct sms_engine *e);
 /* Makes the binds match the policy's SMSCs (cheap when unchanged). */
 void sms_engine_policy(struct sms_engine *e, const struct policy *p);
 
-/* Whether rcpt of customer's mail is an SMS (its domain is an SMS one). */
-bool sms_is_rcpt(const struct policy *p, const char *customer,
-                 const char *rcpt);
-
 /* Sends recipient rcpt (index idx) of message code, whose raw message is
  * body (borrowed until done). done runs once, on the loop; the outcome's
  * ids are freed after it returns. Returns 0 or SR_ENOMEM. */

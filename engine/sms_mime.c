@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "engine/rewrap.h"
+#include "engine/sms_text.h"
 #include "node/errors.h"
 
 struct found {
@@ -215,4 +216,22 @@ void sms_mime_free(struct sms_mime *m)
     free(m->subject);
     free(m->from_local);
     memset(m, 0, sizeof *m);
+}
+
+char *sms_mime_compose(const struct sms_mime *m, int prepend_subject,
+                       const char *marker, size_t *len)
+{
+    size_t sl = prepend_subject ? strlen(m->subject) : 0;
+    char *t = malloc(sl + m->text_len + 2);
+    if (t == NULL)
+        return NULL;
+    size_t n = 0;
+    if (sl) {
+        memcpy(t, m->subject, sl);
+        t[sl] = '\n';
+        n = sl + 1;
+    }
+    memcpy(t + n, m->text, m->text_len);
+    *len = sms_text_prepare(t, n + m->text_len, marker);
+    return t;
 }

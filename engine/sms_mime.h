@@ -27,6 +27,14 @@ int sms_mime_extract(const char *msg, size_t len, struct sms_mime *out,
                      char *err, size_t errlen);
 void sms_mime_free(struct sms_mime *m);
 
+/* The SMS text of m: the subject and a line break first when
+ * prepend_subject and there is one, then the text, then
+ * sms_text_prepare() with marker (may be NULL). A new string, *len bytes;
+ * NULL when out of memory. The SMTP server's parts check at DATA and the
+ * sender use this one function, so what is checked is what is sent. */
+char *sms_mime_compose(const struct sms_mime *m, int prepend_subject,
+                       const char *marker, size_t *len);
+
 /* HTML to text, as above (exposed for tests). Returns a new string. */
 char *sms_mime_html_to_text(const char *html, size_t len);
 

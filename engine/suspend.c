@@ -56,17 +56,19 @@ void suspend_free(struct suspend *s)
     free(s);
 }
 
-static struct entry *entry_get(struct suspend *s, const char *domain)
+static struct entry *entry_get(struct suspend *s, const char *domain,
+                               uint64_t now)
 {
     for (struct entry *e = s->entries; e; e = e->next)
         if (strcasecmp(e->domain, domain) == 0)
             return e;
     /* Bounded: past SUSPEND_CACHE_MAX domains, forget those not suspended
-     * (they are read again from the state when next needed). */
+     * now, suspensions that have ended included (they are read again from
+     * the state when next needed), but not our own not yet applied. */
     if (s->n_entries >= SUSPEND_CACHE_MAX) {
         for (struct entry **pp = &s->entries; *pp;) {
             struct entry *x = *pp;
-            if (!x->on) {
+            if ((!x->on || x->x.until_ms <= now) && now >= x->hold_ms) {
                 *pp = x->next;
                 free(x);
                 s->n_entries--;
@@ -107,7 +109,7 @@ static void refresh(struct suspend *s, struct entry *e, uint64_t now)
 bool suspend_get(struct suspend *s, const char *domain, uint64_t now_ms,
                  struct suspension *out)
 {
-    struct entry *e = entry_get(s, domain);
+    struct entry *e = entry_get(s, domain, now_ms);
     if (e == NULL)
         return false;
     refresh(s, e, now_ms);
@@ -141,7 +143,7 @@ bool suspend_check_reply(struct suspend *s, const struct policy_dest *pd,
         if (suspend_get(s, domain, now_ms, &cur) && cur.until_ms >= until &&
             (cur.per_minute == 0 || cur.per_minute <= r->per_minute))
             return false; /* already covered */
-        struct entry *e = entry_get(s, domain);
+        struct entry *e = entry_get(s, domain, now_ms);
         char *dom = strdup(domain);
         if (e == NULL || dom == NULL) {
             free(dom);

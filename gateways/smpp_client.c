@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "node/config.h"
 #include "node/errors.h"
 #include "node/log.h"
 
@@ -241,7 +242,7 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
     (void)hint;
     struct smpp_client *c = h->data;
     size_t room = RBUF_MAX - c->rlen;
-    *b = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(room ? room : 0));
+    *b = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)room);
 }
 
 static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
@@ -254,12 +255,13 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     }
     c->rlen += (size_t)n;
-    while (c->tcp != NULL && c->rlen >= SMPP_HEADER_LEN) {
+    size_t off = 0; /* PDUs handled; the rest moves down once, at the end */
+    while (c->tcp != NULL && c->rlen - off >= SMPP_HEADER_LEN) {
         struct smpp_hdr h;
         uint32_t nack;
         char err[SR_ERRMSG_SIZE];
-        int rc =
-            smpp_pdu_frame(c->rbuf, c->rlen, 0, &h, &nack, err, sizeof err);
+        int rc = smpp_pdu_frame(c->rbuf + off, c->rlen - off, 0, &h, &nack, err,
+                                sizeof err);
         if (rc == SMPP_FRAME_MORE)
             break;
         if (rc != SMPP_FRAME_PDU) {
@@ -267,12 +269,13 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
             drop(c, err);
             return;
         }
-        on_pdu(c, c->rbuf, h.length);
+        on_pdu(c, c->rbuf + off, h.length);
         if (c->tcp == NULL)
             return;
-        memmove(c->rbuf, c->rbuf + h.length, c->rlen - h.length);
-        c->rlen -= h.length;
+        off += h.length;
     }
+    memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+    c->rlen -= off;
     if (c->rlen >= RBUF_MAX && c->tcp != NULL)
         drop(c, "PDU larger than the read buffer");
 }
@@ -384,19 +387,7 @@ int smpp_client_new(uv_loop_t *loop, const struct smpp_client_opts *o,
     c->cbs = *cbs;
     c->ud = ud;
     c->backoff_ms = BACKOFF_MIN_MS;
-    /* "ip:port" or "[ipv6]:port" */
-    char host[100];
-    const char *colon = strrchr(o->address, ':');
-    int port = colon ? atoi(colon + 1) : 0;
-    size_t hl = colon ? (size_t)(colon - o->address) : 0;
-    if (hl >= 2 && o->address[0] == '[' && o->address[hl - 1] == ']') {
-        snprintf(host, sizeof host, "%.*s", (int)(hl - 2), o->address + 1);
-    } else {
-        snprintf(host, sizeof host, "%.*s", (int)hl, o->address);
-    }
-    if (port <= 0 || port > 65535 ||
-        (uv_ip4_addr(host, port, (struct sockaddr_in *)&c->ss) != 0 &&
-         uv_ip6_addr(host, port, (struct sockaddr_in6 *)&c->ss) != 0)) {
+    if (config_ip_address(o->address, &c->ss) != 0) {
         free(c->rbuf);
         free(c);
         return sr_err(err, errlen, SR_EINVAL, "smsc address %s: want ip:port",

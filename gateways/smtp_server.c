@@ -105,9 +105,9 @@ static void s_write(void *ud, const char *buf, size_t len)
         flush_tls(c);
         return;
     }
-    char *copy = malloc(len);
-    memcpy(copy, buf, len);
-    send_raw(c, copy, len);
+    /* Most replies fit the socket at once: nothing is copied then. */
+    if (!c->closing)
+        uvout_write_copy((uv_stream_t *)&c->tcp, buf, len);
 }
 
 static void s_starttls(void *ud)
@@ -116,6 +116,16 @@ static void s_starttls(void *ud)
     c->tls = tls_conn_new(c->srv->d.tls);
     if (c->tls == NULL)
         smtp_session_shutdown(c->s, "TLS not available");
+}
+
+/* After a reply that ended a wait (the session has processed what it had
+ * buffered): reads stopped while the buffer was full start again. */
+static void resume_reading(struct conn *c)
+{
+    if (!c->reading && !c->closing) {
+        c->reading = 1;
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+    }
 }
 
 static void committed(void *ud, int status, const char *code)
@@ -134,10 +144,7 @@ static void committed(void *ud, int status, const char *code)
         smtp_session_reply_message(c->s, 451,
                                    "4.3.0 Message not kept, try again later");
     }
-    if (!c->reading && !c->closing) {
-        c->reading = 1;
-        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
-    }
+    resume_reading(c);
 }
 
 static void conn_unref(struct conn *c);
@@ -180,21 +187,13 @@ static void sms_check_run(uv_work_t *w)
     k->rc = sms_mime_extract(k->body, k->len, &m, NULL, 0);
     if (k->rc != 0)
         return; /* no text: the delivery bounces it with the reason */
-    size_t sl = k->prepend ? strlen(m.subject) : 0;
-    char *t = malloc(sl + m.text_len + 2);
+    size_t n;
+    char *t = sms_mime_compose(&m, k->prepend, k->marker, &n);
     if (t == NULL) {
         sms_mime_free(&m);
         k->rc = SR_ENOMEM;
         return;
     }
-    size_t n = 0;
-    if (sl) {
-        memcpy(t, m.subject, sl);
-        t[sl] = '\n';
-        n = sl + 1;
-    }
-    memcpy(t + n, m.text, m.text_len);
-    n = sms_text_prepare(t, n + m.text_len, k->marker);
     struct sms_encode_opts o = {SMS_CONCAT_UDH, 0, k->max_parts,
                                 SMS_OVERFLOW_REJECT};
     struct sms_message msg;
@@ -215,6 +214,7 @@ static void sms_check_done(uv_work_t *w, int status)
             LOG_INFO("event=sms_too_long client=%s customer=%s why=\"%s\"",
                      c->peer, c->customer, k->why);
             smtp_session_reply_message(c->s, 554, text);
+            resume_reading(c);
         } else {
             ingest(c, k->env, k->body, k->len);
         }
@@ -290,6 +290,7 @@ static void auth_done(uv_work_t *w, int status)
                  "result=%s",
                  c->peer, c->customer, a->user, ok ? "ok" : "failed");
         smtp_session_reply_auth(c->s, ok);
+        resume_reading(c);
     }
     explicit_bzero(a->pass, strlen(a->pass));
     free(a->pass);

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "node/errors.h"
 #include "node/yamlsafe.h"
@@ -334,6 +335,18 @@ static bool host_char(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
            (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
+}
+
+int config_ip_address(const char *addr, struct sockaddr_storage *ss)
+{
+    char host[INET6_ADDRSTRLEN + 2];
+    int port;
+    if (config_split_address(addr, host, sizeof host, &port) != 0)
+        return SR_EINVAL;
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0 ||
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
+        return 0;
+    return SR_EINVAL;
 }
 
 int config_split_address(const char *addr, char *host, size_t hostlen,

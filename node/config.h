@@ -144,6 +144,12 @@ int config_load_string(const char *yaml, size_t len, struct sr_config *cfg,
 
 void config_free(struct sr_config *cfg);
 
+struct sockaddr_storage;
+
+/* "ip:port" / "[v6]:port" (an IP literal, no name) into ss. Returns 0 or
+ * SR_EINVAL. */
+int config_ip_address(const char *addr, struct sockaddr_storage *ss);
+
 /* Splits "host:port" / "[v6]:port". Returns 0 or SR_EINVAL. */
 int config_split_address(const char *addr, char *host, size_t hostlen,
                          int *port);

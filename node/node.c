@@ -220,17 +220,17 @@ static void on_sync(uv_timer_t *t)
         free(w);
 }
 
-/* The admin API's TLS context, when admin.tls_cert is set (*out stays NULL
- * otherwise). */
-static int admin_tls_load(const struct sr_config *cfg, struct tls_ctx **out,
-                          char *err, size_t errlen)
+/* A server TLS context for the `section` (admin, tracking) whose
+ * tls_cert/tls_key are cert and key; *out stays NULL when cert is NULL. */
+static int server_tls_load(const char *section, const char *cert,
+                           const char *key, struct tls_ctx **out, char *err,
+                           size_t errlen)
 {
     *out = NULL;
-    if (cfg->admin_tls_cert == NULL)
+    if (cert == NULL)
         return 0;
     char e[SR_ERRMSG_SIZE] = "";
-    int rc = tls_ctx_new_server(cfg->admin_tls_cert, cfg->admin_tls_key, out, e,
-                                sizeof e);
+    int rc = tls_ctx_new_server(cert, key, out, e, sizeof e);
     if (rc == 0)
         return 0;
     /* tls.c names the smtp keys in its message: keep only its reason. */
@@ -239,8 +239,8 @@ static int admin_tls_load(const struct sr_config *cfg, struct tls_ctx **out,
     if (strncmp(e, smtp_keys, sizeof smtp_keys - 1) == 0)
         why = e + sizeof smtp_keys - 1;
     /* The reason first: a long path must not cut it off. */
-    return sr_err(err, errlen, rc, "admin.tls_cert/admin.tls_key: %s (%s)", why,
-                  cfg->admin_tls_cert);
+    return sr_err(err, errlen, rc, "%s.tls_cert/%s.tls_key: %s (%s)", section,
+                  section, why, cert);
 }
 
 static void part_closed(void *arg)
@@ -364,7 +364,8 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
     if ((rc = smtp_server_start(&deps, &n->smtp, err, errlen)) != 0)
         return rc;
     struct tls_ctx *admin_tls;
-    if ((rc = admin_tls_load(cfg, &admin_tls, err, errlen)) != 0)
+    if ((rc = server_tls_load("admin", cfg->admin_tls_cert, cfg->admin_tls_key,
+                              &admin_tls, err, errlen)) != 0)
         return rc;
     if ((rc = http_server_start(&n->loop, cfg->admin_listen, admin_http, n,
                                 &n->admin, err, errlen)) != 0) {
@@ -380,20 +381,15 @@ int node_start(const struct sr_config *cfg, struct sr_node **out, char *err,
         }
         /* small requests only; a link click must not hold a connection */
         http_server_set_limits(n->track, 8192, 4096, 10000, 1024);
-        if (cfg->tracking_tls_cert != NULL) {
-            struct tls_ctx *tt;
-            char e[SR_ERRMSG_SIZE] = "";
-            if ((rc = tls_ctx_new_server(cfg->tracking_tls_cert,
-                                         cfg->tracking_tls_key, &tt, e,
-                                         sizeof e)) != 0) {
-                tls_ctx_free(admin_tls);
-                return sr_err(err, errlen, rc,
-                              "tracking.tls_cert/tracking.tls_key: %s (%s)",
-                              e[0] ? e : "out of memory",
-                              cfg->tracking_tls_cert);
-            }
-            http_server_set_tls(n->track, tt);
+        struct tls_ctx *tt;
+        if ((rc = server_tls_load("tracking", cfg->tracking_tls_cert,
+                                  cfg->tracking_tls_key, &tt, err, errlen)) !=
+            0) {
+            tls_ctx_free(admin_tls);
+            return rc;
         }
+        if (tt != NULL)
+            http_server_set_tls(n->track, tt);
         LOG_INFO("event=tracking_listen listen=%s", cfg->tracking_listen);
     }
     if (admin_tls != NULL) {

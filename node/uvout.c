@@ -2,6 +2,7 @@
 #include "node/uvout.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "node/errors.h"
 
@@ -53,4 +54,20 @@ int uvout_write(uv_stream_t *s, char *buf, size_t len, uvout_cb done, void *ud)
         return SR_EIO;
     }
     return 0;
+}
+
+int uvout_write_copy(uv_stream_t *s, const char *buf, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
+    int n = uv_try_write(s, &b, 1);
+    size_t off = n > 0 ? (size_t)n : 0;
+    if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS)
+        return SR_EIO;
+    if (off == len)
+        return 0;
+    char *rest = malloc(len - off);
+    if (rest == NULL)
+        return SR_ENOMEM;
+    memcpy(rest, buf + off, len - off);
+    return uvout_write(s, rest, len - off, NULL, NULL);
 }

@@ -24,4 +24,8 @@ typedef void (*uvout_cb)(void *ud, int status);
 /* 0, or a negative SR_ code (the stream refused the write). */
 int uvout_write(uv_stream_t *s, char *buf, size_t len, uvout_cb done, void *ud);
 
+/* The same for a buffer the caller keeps: only what the socket did not
+ * take at once is copied (and queued). */
+int uvout_write_copy(uv_stream_t *s, const char *buf, size_t len);
+
 #endif

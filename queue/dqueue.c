@@ -402,7 +402,7 @@ int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
     case DELIVERY_SUBMITTED:
         target = RCPT_SUBMITTED;
         if (r->n_rcpts != 1 || r->n_sms_ids == 0 || r->n_sms_ids > 255 ||
-            r->smsc[0] == '\0')
+            !smsq_ids_ok(r))
             return SR_EINVAL;
         break;
     default:
@@ -410,13 +410,9 @@ int dqueue_apply_result(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
     }
     if (r->code[0] == '\0')
         return SR_EINVAL;
-    MDB_val key = {strlen(r->code), r->code}, v;
-    if (mdb_get(txn, s->dbi[DB_MSGS], &key, &v) != 0)
-        return SR_ENOTFOUND;
-    Sr__StoredMessage *m =
-        sr__stored_message__unpack(NULL, v.mv_size, v.mv_data);
+    Sr__StoredMessage *m = store_load_msg(s, txn, r->code);
     if (m == NULL)
-        store_die("stored message undecodable", MDB_CORRUPTED);
+        return SR_ENOTFOUND;
     for (size_t j = 0; j < r->n_rcpts; j++) {
         if (r->rcpts[j] >= m->n_rcpts) {
             sr__stored_message__free_unpacked(m, NULL);
@@ -799,13 +795,9 @@ int dqueue_apply_track(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
         return SR_EINVAL;
     if (t->code[0] == '\0' || strlen(t->url) > 8192)
         return SR_EINVAL;
-    MDB_val key = {strlen(t->code), t->code}, v;
-    if (mdb_get(txn, s->dbi[DB_MSGS], &key, &v) != 0)
-        return SR_ENOTFOUND;
-    Sr__StoredMessage *m =
-        sr__stored_message__unpack(NULL, v.mv_size, v.mv_data);
+    Sr__StoredMessage *m = store_load_msg(s, txn, t->code);
     if (m == NULL)
-        store_die("stored message undecodable", MDB_CORRUPTED);
+        return SR_ENOTFOUND;
     if (t->rcpt >= m->n_rcpts) {
         sr__stored_message__free_unpacked(m, NULL);
         return SR_EINVAL;
@@ -835,15 +827,20 @@ int dqueue_apply_track(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
     return 0;
 }
 
-bool dqueue_suppressed(struct queue_store *s, const char *customer,
-                       const char *address)
+void dqueue_suppressed_many(struct queue_store *s, const char *customer,
+                            const char *const *addrs, size_t n, bool *out)
 {
     char k[700];
     MDB_txn *txn;
+    for (size_t i = 0; i < n; i++)
+        out[i] = false;
     if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
-        return false;
-    MDB_val key = {supp_key(k, sizeof k, customer, address), k}, v;
-    bool found = mdb_get(txn, s->dbi[DB_META], &key, &v) == 0;
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (addrs[i] == NULL)
+            continue;
+        MDB_val key = {supp_key(k, sizeof k, customer, addrs[i]), k}, v;
+        out[i] = mdb_get(txn, s->dbi[DB_META], &key, &v) == 0;
+    }
     mdb_txn_abort(txn);
-    return found;
 }

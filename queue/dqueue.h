@@ -119,9 +119,10 @@ size_t dqueue_pending_scan(struct queue_store *s, size_t limit,
 uint64_t dqueue_sends(struct queue_store *s, const char *domain,
                       uint64_t since_ms);
 
-/* Whether customer's suppression list holds address (case-insensitive). */
-bool dqueue_suppressed(struct queue_store *s, const char *customer,
-                       const char *address);
+/* out[i]: whether customer's suppression list holds addrs[i]
+ * (case-insensitive; a NULL address is not), in one read transaction. */
+void dqueue_suppressed_many(struct queue_store *s, const char *customer,
+                            const char *const *addrs, size_t n, bool *out);
 
 /* Recipients of this customer's messages still queued or deferred. */
 uint64_t dqueue_customer_pending(struct queue_store *s, const char *customer);

@@ -598,8 +598,7 @@ static int parse_route(json_t *obj, unsigned idx, struct policy_route *r,
     if (!json_is_string(v) ||
         config_split_address(json_string_value(v), host, sizeof host, &port) !=
             0 ||
-        (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
-         uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0))
+        config_ip_address(json_string_value(v), &ss) != 0)
         return sr_err(err, errlen, SR_EINVAL,
                       "routes[%u].host: must be IP:port (\"[v6]:port\")", idx);
     r->tls = POLICY_TLS_DEFAULT;

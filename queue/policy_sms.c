@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
+#include "node/config.h"
 #include "node/errors.h"
 
 static bool printable(const char *s, size_t min, size_t max)
@@ -100,7 +102,8 @@ static int parse_smsc(json_t *o, unsigned i, struct policy_smsc *c, char *err,
     if (!printable(name, 1, 32))
         return sr_err(err, errlen, SR_EINVAL,
                       "%s.name: required, 1 to 32 characters", where);
-    if (!printable(host, 3, 100) || strchr(host, ':') == NULL)
+    struct sockaddr_storage ss;
+    if (!printable(host, 3, 100) || config_ip_address(host, &ss) != 0)
         return sr_err(err, errlen, SR_EINVAL,
                       "%s.host: required, ip:port or [ipv6]:port", where);
     if (!printable(sid, 1, 15))

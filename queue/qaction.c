@@ -117,12 +117,7 @@ static int retry_domain(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
             }
             dirty = false;
             memcpy(code, kc, (size_t)(nul - kc) + 1);
-            MDB_val mk = {strlen(code), code}, mv;
-            if (mdb_get(txn, s->dbi[DB_MSGS], &mk, &mv) == 0) {
-                m = sr__stored_message__unpack(NULL, mv.mv_size, mv.mv_data);
-                if (m == NULL)
-                    store_die("stored message undecodable", MDB_CORRUPTED);
-            }
+            m = store_load_msg(s, txn, code);
         }
         memcpy(num, nul + 1, nl);
         num[nl] = 0;
@@ -144,23 +139,10 @@ static int retry_domain(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
     return moved;
 }
 
-static Sr__StoredMessage *load(struct queue_store *s, MDB_txn *txn,
-                               const char *code)
-{
-    MDB_val mk = {strlen(code), (void *)code}, mv;
-    if (code[0] == '\0' || mdb_get(txn, s->dbi[DB_MSGS], &mk, &mv) != 0)
-        return NULL;
-    Sr__StoredMessage *m =
-        sr__stored_message__unpack(NULL, mv.mv_size, mv.mv_data);
-    if (m == NULL)
-        store_die("stored message undecodable", MDB_CORRUPTED);
-    return m;
-}
-
 static int retry_code(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
                       const char *code)
 {
-    Sr__StoredMessage *m = load(s, txn, code);
+    Sr__StoredMessage *m = store_load_msg(s, txn, code);
     if (m == NULL)
         return SR_ENOTFOUND;
     int moved = 0;
@@ -179,7 +161,7 @@ static int retry_code(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
 static int bounce_code(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
                        const Sr__QueueAction *a)
 {
-    Sr__StoredMessage *m = load(s, txn, a->code);
+    Sr__StoredMessage *m = store_load_msg(s, txn, a->code);
     if (m == NULL)
         return SR_ENOTFOUND;
     uint32_t *idx = calloc(m->n_rcpts ? m->n_rcpts : 1, sizeof *idx);

@@ -13,6 +13,17 @@
 #include "queue/store.h"
 #include "queue/store_int.h"
 
+int smsq_ids_ok(const Sr__DeliveryResult *r)
+{
+    if (r->smsc[0] == '\0' || strlen(r->smsc) > SMSQ_SMSC_MAX)
+        return 0;
+    for (size_t i = 0; i < r->n_sms_ids; i++)
+        if (r->sms_ids[i][0] == '\0' || strlen(r->sms_ids[i]) > SMSQ_ID_MAX)
+            return 0;
+    return 1;
+}
+
+/* Callers bound smsc and id (SMSQ_SMSC_MAX, SMSQ_ID_MAX): k holds both. */
 static size_t id_key(char *k, size_t cap, const char *prefix, const char *smsc,
                      const char *id)
 {
@@ -155,7 +166,8 @@ void smsq_submitted(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
 int smsq_apply_receipt(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
                        const Sr__SmsReceipt *r)
 {
-    if (r->smsc[0] == '\0' || r->id[0] == '\0' || strlen(r->id) > 64 ||
+    if (r->smsc[0] == '\0' || strlen(r->smsc) > SMSQ_SMSC_MAX ||
+        r->id[0] == '\0' || strlen(r->id) > SMSQ_ID_MAX ||
         strlen(r->err) > 16 || r->state == 0 || r->state > 8)
         return SR_EINVAL;
     char k[600];
@@ -181,13 +193,9 @@ int smsq_apply_receipt(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,
     char code[300];
     memcpy(code, val + 5, v.mv_size - 5);
     code[v.mv_size - 5] = '\0';
-    MDB_val mk = {strlen(code), code}, mv;
-    if (mdb_get(txn, s->dbi[DB_MSGS], &mk, &mv) != 0)
-        return SR_EINVAL;
-    Sr__StoredMessage *m =
-        sr__stored_message__unpack(NULL, mv.mv_size, mv.mv_data);
+    Sr__StoredMessage *m = store_load_msg(s, txn, code);
     if (m == NULL)
-        store_die("stored message undecodable", MDB_CORRUPTED);
+        return SR_EINVAL;
     int rc = SR_EINVAL;
     if (i < m->n_rcpts) {
         rc = part_receipt(s, txn, time_ms, code, m, i, part, r->state, r->err,

@@ -26,6 +26,15 @@
 
 struct queue_store;
 
+/* The longest SMSC name (the policy allows 32) and SMSC message id (SMPP's
+ * C-Octet string of 65) that an op may carry: longer is a bad op. */
+#define SMSQ_SMSC_MAX 32
+#define SMSQ_ID_MAX 64
+
+/* Whether a SUBMITTED result's SMSC name and ids fit (dqueue checks this
+ * before it changes anything). */
+int smsq_ids_ok(const Sr__DeliveryResult *r);
+
 /* Inside dqueue_apply_result, for recipient i of m that just became
  * SUBMITTED (m is stored by the caller). */
 void smsq_submitted(struct queue_store *s, MDB_txn *txn, uint64_t time_ms,

@@ -201,16 +201,25 @@ static int apply_accept(struct queue_store *s, MDB_txn *txn, uint64_t index,
     return 0;
 }
 
-static int apply_holder_add(struct queue_store *s, MDB_txn *txn,
-                            Sr__HolderAdd *h)
+Sr__StoredMessage *store_load_msg(struct queue_store *s, MDB_txn *txn,
+                                  const char *code)
 {
-    MDB_val k = {strlen(h->code), h->code}, v;
-    if (h->code[0] == '\0' || mdb_get(txn, s->dbi[DB_MSGS], &k, &v) != 0)
-        return SR_ENOTFOUND;
+    MDB_val k = {strlen(code), (void *)code}, v;
+    if (code[0] == '\0' || mdb_get(txn, s->dbi[DB_MSGS], &k, &v) != 0)
+        return NULL;
     Sr__StoredMessage *m =
         sr__stored_message__unpack(NULL, v.mv_size, v.mv_data);
     if (m == NULL)
         store_die("stored message undecodable", MDB_CORRUPTED);
+    return m;
+}
+
+static int apply_holder_add(struct queue_store *s, MDB_txn *txn,
+                            Sr__HolderAdd *h)
+{
+    Sr__StoredMessage *m = store_load_msg(s, txn, h->code);
+    if (m == NULL)
+        return SR_ENOTFOUND;
     Sr__MessageAccept *a = m->accept;
     for (size_t i = 0; i < a->n_holders; i++) {
         if (a->holders[i] == h->node) {

@@ -35,5 +35,10 @@ void store_put(MDB_txn *txn, MDB_dbi dbi, const void *k, size_t klen,
                const void *v, size_t vlen);
 void store_count_add(struct queue_store *s, MDB_txn *txn, const char *name,
                      int64_t delta);
+/* The stored message `code` in txn, unpacked (the caller frees it with
+ * sr__stored_message__free_unpacked), or NULL when code is empty or not
+ * stored; an undecodable record aborts (store_die). */
+Sr__StoredMessage *store_load_msg(struct queue_store *s, MDB_txn *txn,
+                                  const char *code);
 
 #endif

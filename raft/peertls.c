@@ -190,12 +190,6 @@ static void pipe_written(void *ud, int status)
     }
 }
 
-static int write_to(struct link *l, uv_stream_t *s, char *buf, size_t len,
-                    uvout_cb cb)
-{
-    return uvout_write(s, buf, len, cb, l);
-}
-
 /* Moves what OpenSSL wants to send onto the TCP socket. */
 static int flush_tls(struct link *l)
 {
@@ -210,7 +204,7 @@ static int flush_tls(struct link *l)
             return SR_EIO;
         }
         int rc =
-            write_to(l, (uv_stream_t *)&l->tcp, buf, (size_t)n, tcp_written);
+            uvout_write((uv_stream_t *)&l->tcp, buf, (size_t)n, tcp_written, l);
         if (rc != 0)
             return rc;
     }
@@ -440,8 +434,8 @@ static bool advance(struct link *l)
             link_close(l, e == SSL_ERROR_ZERO_RETURN ? 0 : SR_EIO);
             return false;
         }
-        if (write_to(l, (uv_stream_t *)&l->pipe, buf, (size_t)n,
-                     pipe_written) != 0) {
+        if (uvout_write((uv_stream_t *)&l->pipe, buf, (size_t)n, pipe_written,
+                        l) != 0) {
             link_close(l, SR_EIO);
             return false;
         }
@@ -563,18 +557,6 @@ static void on_connected(uv_connect_t *c, int status)
     advance(l);
 }
 
-static int parse_addr(const char *address, struct sockaddr_storage *ss)
-{
-    char host[128];
-    int port;
-    if (config_split_address(address, host, sizeof host, &port) != 0)
-        return SR_EINVAL;
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0 ||
-        uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
-        return 0;
-    return SR_EINVAL;
-}
-
 int peertls_connect(struct peertls *p, uint64_t peer_id, const char *address,
                     peertls_connect_cb cb, void *ud,
                     struct peertls_connect **out)
@@ -582,7 +564,7 @@ int peertls_connect(struct peertls *p, uint64_t peer_id, const char *address,
     if (p->closing)
         return SR_ESHUTDOWN;
     struct sockaddr_storage ss;
-    if (parse_addr(address, &ss) != 0)
+    if (config_ip_address(address, &ss) != 0)
         return SR_EINVAL;
     struct peertls_connect *req = calloc(1, sizeof *req);
     if (req == NULL)
@@ -685,7 +667,7 @@ int peertls_listen(struct peertls *p, const char *address, peertls_accept_cb cb,
                    void *ud, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
-    if (parse_addr(address, &ss) != 0)
+    if (config_ip_address(address, &ss) != 0)
         return sr_err(err, errlen, SR_EINVAL, "bad address %s", address);
     p->accept_cb = cb;
     p->accept_ud = ud;

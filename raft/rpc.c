@@ -86,19 +86,6 @@ struct rpc {
     int closing;
 };
 
-static int parse_addr(const char *address, struct sockaddr_storage *ss)
-{
-    char host[100];
-    int port;
-    if (config_split_address(address, host, sizeof host, &port) != 0)
-        return SR_EINVAL;
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
-        return 0;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
-        return 0;
-    return SR_EINVAL;
-}
-
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     (void)hint;
@@ -330,7 +317,7 @@ int rpc_send(struct rpc *r, uint64_t peer_id, const char *address, Sr__Rpc *req,
         p->pc = pc;
     } else if (p->state == 0) {
         struct sockaddr_storage ss;
-        if (parse_addr(address, &ss) != 0)
+        if (config_ip_address(address, &ss) != 0)
             return SR_EINVAL;
         uv_tcp_init(r->loop, &p->h.tcp);
         p->h.tcp.data = p;
@@ -570,7 +557,7 @@ int rpc_start(uv_loop_t *loop, uint64_t self_id, const char *listen,
               struct rpc **out, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
-    if (parse_addr(listen, &ss) != 0)
+    if (config_ip_address(listen, &ss) != 0)
         return sr_err(err, errlen, SR_EINVAL, "rpc.listen: bad address %s",
                       listen);
     struct rpc *r = calloc(1, sizeof *r);

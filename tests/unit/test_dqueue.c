@@ -319,6 +319,61 @@ static void test_throttle_counts(void **state)
     queue_store_close(s);
 }
 
+/* SMS ops whose SMSC name or message id would not fit the state's keys
+ * are bad ops (SR_EINVAL) and change nothing; fitting ones apply. */
+static void test_sms_ids_bounded(void **state)
+{
+    (void)state;
+    struct queue_store *s = open_tmp();
+    char *rcpts[] = {"+393330000001@sms.example.net"};
+    const char *code = "01/01-00000-00000002";
+    accept(s, code, 1000, rcpts, 1);
+    char long_name[200], long_id[200];
+    memset(long_name, 's', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    memset(long_id, '7', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+
+    uint32_t r0[] = {0};
+    char *ids[] = {long_id};
+    Sr__DeliveryResult r = SR__DELIVERY_RESULT__INIT;
+    r.code = (char *)code;
+    r.rcpts = r0;
+    r.n_rcpts = 1;
+    r.outcome = DELIVERY_SUBMITTED;
+    r.reply = "250 submitted";
+    r.node = 2;
+    r.smsc = "smsc-a";
+    r.sms_ids = ids;
+    r.n_sms_ids = 1;
+    Sr__Op op = SR__OP__INIT;
+    op.op_case = SR__OP__OP_DELIVERY_RESULT;
+    op.delivery_result = &r;
+    assert_int_equal(apply_op(s, 2000, &op), SR_EINVAL);
+    ids[0] = "1000";
+    r.smsc = long_name;
+    assert_int_equal(apply_op(s, 2000, &op), SR_EINVAL);
+    r.smsc = "smsc-a";
+    assert_int_equal(apply_op(s, 2000, &op), 0);
+
+    Sr__SmsReceipt rc = SR__SMS_RECEIPT__INIT;
+    rc.smsc = long_name;
+    rc.id = "1000";
+    rc.state = 2;
+    rc.err = "000";
+    rc.node = 1;
+    Sr__Op op2 = SR__OP__INIT;
+    op2.op_case = SR__OP__OP_SMS_RECEIPT;
+    op2.sms_receipt = &rc;
+    assert_int_equal(apply_op(s, 3000, &op2), SR_EINVAL);
+    rc.smsc = "smsc-a";
+    rc.id = long_id;
+    assert_int_equal(apply_op(s, 3000, &op2), SR_EINVAL);
+    rc.id = "1000";
+    assert_int_equal(apply_op(s, 3000, &op2), 0);
+    queue_store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -327,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_due_results_events),
         cmocka_unit_test(test_events_and_digest),
         cmocka_unit_test(test_throttle_counts),
+        cmocka_unit_test(test_sms_ids_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
